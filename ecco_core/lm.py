@@ -1,0 +1,271 @@
+"""LM: generation with the KV cache, then one capture forward over the whole sequence."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .architecture import Architecture, find_architecture, unembed
+from .capture import recording
+from .errors import (
+    EmptyPromptError,
+    GenerationSettingsError,
+    InputError,
+    NumericalError,
+    PromptTooLongError,
+)
+from .models import LoadedWeights
+from .output import OutputSeq
+from .tokens import readable_tokens, special_mask
+
+Progress = Callable[[str, float], None]
+"""progress(stage, fraction): stage is "generate", "capture" or "attribution"."""
+
+MAX_GENERATE = 1024
+
+
+class _ProgressStreamer:
+    """A generate() streamer that reports the share of new tokens produced."""
+
+    def __init__(self, total: int, progress: Progress | None) -> None:
+        self.total, self.progress, self.seen = total, progress, -1
+
+    def put(self, value) -> None:
+        self.seen += 1  # the first call carries the prompt
+        if self.progress and self.seen > 0:
+            self.progress("generate", min(self.seen / self.total, 1.0))
+
+    def end(self) -> None:
+        if self.progress:
+            self.progress("generate", 1.0)
+
+
+class LM:
+    """A loaded model with its architecture parts, a lock, and ecco's ``generate`` / ``__call__``.
+
+    One lock per loaded model guards everything that registers hooks, switches the attention
+    implementation or needs gradients, so sessions can share one cached model.
+    """
+
+    def __init__(self, weights: LoadedWeights, device: torch.device) -> None:
+        self.model = weights.model.eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        self.tokenizer = weights.tokenizer
+        self.name = weights.name
+        self.source = weights.source
+        self.device = device
+        self.arch: Architecture = find_architecture(self.model)
+        self.lock = threading.RLock()
+        config = self.model.config
+        if getattr(config, "is_encoder_decoder", False):
+            self.model_type = "enc-dec"
+        elif hasattr(self.model, "generate") and self.arch.unembedding is not None and _is_causal(self.model):
+            self.model_type = "causal"
+        else:
+            self.model_type = "mlm"
+
+    def __repr__(self) -> str:
+        return f"LM({self.name!r}, {self.model_type}, {self.arch.n_layers} layers, {self.device})"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def context_length(self) -> int:
+        config = self.model.config
+        for key in ("max_position_embeddings", "n_positions", "max_seq_len", "n_ctx"):
+            value = getattr(config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return 1 << 20
+
+    def encode(self, text: str | Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """(pos,) token ids of a prompt given as text or as ids.
+
+        Raises:
+            EmptyPromptError: empty or whitespace-only text, or no ids.
+            InputError: ids outside the vocabulary.
+        """
+        if isinstance(text, str):
+            if not text.strip():
+                raise EmptyPromptError("The prompt is empty: type some text to analyse.")
+            ids = self.tokenizer(text, return_tensors="pt").input_ids[0]
+        else:
+            ids = torch.as_tensor(np.asarray(text), dtype=torch.long).flatten()
+            vocab = self.model.get_input_embeddings().num_embeddings
+            if ids.numel() and (ids.min() < 0 or ids.max() >= vocab):
+                raise InputError(f"Token ids must lie in 0..{vocab - 1} for this model.")
+        if ids.numel() == 0:
+            raise EmptyPromptError("The prompt has no tokens: type some text to analyse.")
+        return ids
+
+    def _check_length(self, n_input: int, n_new: int) -> None:
+        limit = self.context_length
+        if n_input + n_new > limit:
+            raise PromptTooLongError(
+                f"The prompt is {n_input} tokens and {n_new} more were asked for, but "
+                f"{self.name} reads at most {limit} tokens. Shorten the prompt."
+            )
+
+    def unembed(self, hidden: torch.Tensor, normed: bool = True) -> torch.Tensor:
+        """(..., d_model) -> (..., vocab) logits through the final norm and unembedding."""
+        return unembed(self.arch, hidden.to(self.device, self.dtype), normed)
+
+    def generate(
+        self,
+        text: str | Sequence[int] | torch.Tensor,
+        generate: int = 20,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        attribution: Sequence[str] = (),
+        progress: Progress | None = None,
+        attention: bool = False,
+        activation_layers: Sequence[int] | None = None,
+    ) -> OutputSeq:
+        """Generate ``generate`` tokens after ``text``, then capture everything in one forward.
+
+        Raises:
+            EmptyPromptError, PromptTooLongError, GenerationSettingsError.
+        """
+        if self.model_type == "mlm":
+            from .errors import ModelTypeError
+
+            raise ModelTypeError(f"{self.name} is a masked LM: it cannot generate. Use lm(text).")
+        _check_settings(generate, temperature, top_k, top_p)
+        ids = self.encode(text)
+        self._check_length(len(ids), generate)
+        with self.lock, torch.inference_mode():
+            if seed is not None:
+                torch.manual_seed(seed)
+            sampling = {"temperature": temperature, "top_k": top_k or 0, "top_p": top_p or 1.0}
+            full = self.model.generate(
+                ids[None].to(self.device),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device),
+                max_new_tokens=generate,
+                do_sample=do_sample,
+                **(sampling if do_sample else {"temperature": None, "top_k": None, "top_p": None}),
+                pad_token_id=self._pad_id(),
+                streamer=_ProgressStreamer(generate, progress),
+            )[0].cpu()
+        seq = self.capture(full, len(ids), attention, activation_layers, progress)
+        if attribution:
+            from .attribution import compute_attributions
+
+            compute_attributions(seq, list(attribution), progress=progress)
+        return seq
+
+    def __call__(
+        self,
+        text: str | Sequence[int] | torch.Tensor,
+        attention: bool = False,
+        activation_layers: Sequence[int] | None = None,
+    ) -> OutputSeq:
+        """Analyse text without generating: one capture forward."""
+        ids = self.encode(text)
+        self._check_length(len(ids), 0)
+        return self.capture(ids, len(ids), attention, activation_layers)
+
+    def _pad_id(self) -> int | None:
+        tok = self.tokenizer
+        return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+    def capture(
+        self,
+        ids: torch.Tensor,
+        n_input: int,
+        attention: bool = False,
+        activation_layers: Sequence[int] | None = None,
+        progress: Progress | None = None,
+    ) -> OutputSeq:
+        """One forward over ``ids`` (pos,) recording hidden states, FFN activations, attention."""
+        if progress:
+            progress("capture", 0.0)
+        with self.lock, torch.inference_mode(), self._attention_impl("eager" if attention else None):
+            with recording(self.arch.blocks, self.arch.ffn_sites, activation_layers) as rec:
+                out = self.model(
+                    input_ids=ids[None].to(self.device), use_cache=False, output_attentions=attention
+                )
+            hidden = rec.hidden_states().float().cpu()  # (layer + 1, pos, d_model)
+            acts = rec.activations().float().cpu() if rec.ffn else None  # (layer, neuron, pos)
+            attn = None
+            if attention and getattr(out, "attentions", None):
+                attn = torch.stack([a[0] for a in out.attentions]).float().cpu()  # (layer, head, pos, pos)
+        if not torch.isfinite(hidden).all() or (acts is not None and not torch.isfinite(acts).all()):
+            raise NumericalError(
+                f"{self.name} produced NaN or inf inside the network (dtype {self.dtype}). "
+                "Load it in float32 (dtype=torch.float32)."
+            )
+        if progress:
+            progress("capture", 1.0)
+        ids_np = ids.numpy().astype(np.int64)
+        return OutputSeq(
+            token_ids=ids_np,
+            tokens=readable_tokens(self.tokenizer, ids_np),
+            n_input_tokens=int(n_input),
+            model_type=self.model_type,
+            model_name=self.name,
+            hidden_states=hidden.numpy(),
+            activations=None if acts is None else acts.numpy(),
+            activation_layers=sorted(
+                range(self.arch.n_layers) if activation_layers is None else activation_layers
+            ),
+            attentions=None if attn is None else attn.numpy(),
+            special=special_mask(self.tokenizer, ids_np),
+            run_id=uuid.uuid4().hex,
+            lm=self,
+        )
+
+    def _attention_impl(self, implementation: str | None):
+        return _AttentionImplementation(self.model, implementation)
+
+
+class _AttentionImplementation:
+    """Switch the attention kernel for one call (eager exposes the attention weights)."""
+
+    def __init__(self, model, implementation: str | None) -> None:
+        self.model, self.implementation, self.previous = model, implementation, None
+
+    def __enter__(self):
+        if self.implementation:
+            self.previous = self.model.config._attn_implementation
+            if self.previous != self.implementation:
+                self.model.set_attn_implementation(self.implementation)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.implementation and self.previous and self.previous != self.implementation:
+            self.model.set_attn_implementation(self.previous)
+
+
+def _is_causal(model) -> bool:
+    from transformers.models.auto import modeling_auto as auto
+
+    names = set(auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    return type(model).__name__ in names or type(model).__name__.endswith("ForCausalLM")
+
+
+def _check_settings(generate: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
+    if not isinstance(generate, (int, np.integer)) or isinstance(generate, bool):
+        raise GenerationSettingsError(f"generate must be a whole number of tokens, not {generate!r}.")
+    if generate < 1:
+        raise GenerationSettingsError(
+            f"generate={generate}: ask for at least 1 token, or call lm(text) to analyse text "
+            "without generating."
+        )
+    if generate > MAX_GENERATE:
+        raise GenerationSettingsError(f"generate={generate} is too many: at most {MAX_GENERATE} tokens.")
+    if not temperature > 0:
+        raise GenerationSettingsError(f"temperature must be above 0, not {temperature}.")
+    if top_k is not None and top_k < 0:
+        raise GenerationSettingsError(f"top_k must be 0 (off) or more, not {top_k}.")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise GenerationSettingsError(f"top_p must lie in (0, 1], not {top_p}.")

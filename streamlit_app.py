@@ -1,0 +1,118 @@
+"""Ecco Explorer: the shared sidebar (model, prompt, run) and the page navigation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+import app_support as app
+from ecco_core.errors import EccoError
+
+st.set_page_config(page_title="Ecco Explorer", page_icon="🔭", layout="wide")
+
+HERE = Path(__file__).parent
+PAGES = [  # (file, title, icon, section); a page is listed once its file exists
+    ("pages/output.py", "Output", "📝", "Run"),
+    ("pages/layer_predictions.py", "Layer predictions", "🧱", "Logit lens"),
+    ("pages/rankings.py", "Rankings", "📶", "Logit lens"),
+    ("pages/watch.py", "Watch tokens", "👀", "Logit lens"),
+    ("pages/saliency.py", "Saliency", "✨", "Attribution"),
+    ("pages/factors.py", "Neuron factors", "🧬", "Neurons"),
+    ("pages/neurons.py", "Top neurons", "🔬", "Neurons"),
+    ("pages/similarity.py", "Layer similarity", "🪞", "Neurons"),
+    ("pages/attention.py", "Attention", "🎯", "Attention"),
+]
+
+
+def sidebar() -> None:
+    with st.sidebar:
+        st.title("🔭 Ecco Explorer")
+        label = st.selectbox("Model", list(app.MODEL_CHOICES), key="model_label")
+        model = app.MODEL_CHOICES[label]
+        if model is None:
+            model = st.text_input("Hub id, folder or .gguf file", "gpt2", key="model_other").strip()
+        example = st.selectbox("Example prompt", list(app.EXAMPLES), key="example")
+        if st.session_state.get("example_shown") != example:
+            st.session_state["prompt"] = app.EXAMPLES[example]
+            st.session_state["example_shown"] = example
+        prompt = st.text_area("Prompt", key="prompt", height=140)
+        settings = generation_settings(model)
+        if st.button("Run", type="primary", width="stretch", key="run"):
+            run(model, prompt, settings)
+
+
+def generation_settings(model: str) -> dict:
+    encoder = model == app.EMBEDDED_ENCODER
+    with st.expander("Generation settings", expanded=False):
+        n_new = st.number_input(
+            "Tokens to generate",
+            0,
+            200,
+            0 if encoder else 20,
+            key="n_generate",
+            help="0 analyses the prompt without generating.",
+        )
+        sample = st.toggle("Sample (off: greedy)", False, key="do_sample")
+        temperature = st.slider("Temperature", 0.1, 2.0, 1.0, 0.1, key="temperature", disabled=not sample)
+        top_k = st.number_input("Top-k (0: off)", 0, 1000, 50, key="top_k", disabled=not sample)
+        top_p = st.slider("Top-p", 0.05, 1.0, 1.0, 0.05, key="top_p", disabled=not sample)
+        seed = st.number_input("Seed", 0, 2**31 - 1, 0, key="seed", disabled=not sample)
+        attention = st.toggle("Capture attention", True, key="capture_attention")
+    return {
+        "generate": int(n_new),
+        "do_sample": sample,
+        "temperature": float(temperature),
+        "top_k": int(top_k),
+        "top_p": float(top_p),
+        "seed": int(seed),
+        "attention": attention,
+    }
+
+
+def run(model: str, prompt: str, settings: dict) -> None:
+    """Load (cached), generate, capture; keep the last good result when anything fails."""
+    progress = st.progress(0.0, text="Loading the model…")
+    try:
+        lm = app.load_lm(model)
+        stage_text = {
+            "generate": "Generating…",
+            "capture": "Capturing activations…",
+            "attribution": "Attributing…",
+        }
+
+        def report(stage: str, fraction: float) -> None:
+            progress.progress(min(max(fraction, 0.0), 1.0), text=stage_text.get(stage, stage))
+
+        if settings["generate"] > 0 and lm.model_type != "mlm":
+            seq = lm.generate(
+                prompt,
+                settings["generate"],
+                do_sample=settings["do_sample"],
+                temperature=settings["temperature"],
+                top_k=settings["top_k"],
+                top_p=settings["top_p"],
+                seed=settings["seed"],
+                attention=settings["attention"],
+                progress=report,
+            )
+        else:
+            seq = lm(prompt, attention=settings["attention"])
+    except EccoError as error:
+        st.session_state[app.RUN_ERROR] = str(error)
+    else:
+        st.session_state[app.SEQ] = seq
+        st.session_state[app.SETTINGS] = {"model": model, "prompt": prompt, **settings}
+        st.session_state[app.RUN_ERROR] = None
+    finally:
+        progress.empty()
+
+
+sidebar()
+pages: dict[str, list] = {}
+for file, title, icon, section in PAGES:
+    if (HERE / file).exists():
+        pages.setdefault(section, []).append(
+            st.Page(file, title=title, icon=icon, default=file == PAGES[0][0])
+        )
+st.navigation(pages).run()

@@ -1,0 +1,48 @@
+"""AppTest: the main page (streamlit_app.py + pages/output.py) runs a prompt on the embedded model."""
+
+from __future__ import annotations
+
+import html as htmllib
+import re
+
+import pytest
+
+from tests.app_helpers import new_app, run_prompt
+from tests.conftest import EU_PROMPT
+
+pytestmark = pytest.mark.embedded
+
+
+def run_app(prompt: str, n_generate: int = 5):
+    return run_prompt(new_app(), prompt, n_generate)
+
+
+def test_main_page_invites_a_run_first():
+    at = new_app()
+    assert not at.exception
+    assert any("press **Run**" in i.value for i in at.info)
+
+
+def test_main_page_shows_the_continuation():
+    at = run_app(EU_PROMPT)
+    assert not at.exception
+    assert any(" Croatia" in c.value for c in at.code)
+    html = " ".join(m.value for m in at.markdown)
+    assert "out-marker" in html and "Croatia" in html
+
+
+def test_bad_prompt_shows_an_error_and_keeps_the_last_result():
+    at = run_app(EU_PROMPT)
+    at.text_area(key="prompt").set_value("   ")
+    at.button(key="run").click()
+    at.run()
+    assert any("prompt is empty" in e.value for e in at.error)
+    assert any(" Croatia" in c.value for c in at.code)  # the last good result stays
+
+
+def test_prompt_html_is_escaped():
+    at = run_app("<img src=x onerror=alert(1)>", n_generate=2)
+    html = " ".join(m.value for m in at.markdown)
+    assert "<img" not in html and "&lt;" in html
+    shown = htmllib.unescape(re.sub(r"<[^>]+>", "", html))  # the text a reader sees
+    assert "<img src=x onerror=alert(1)>" in shown
