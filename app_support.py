@@ -45,7 +45,7 @@ def load_lm(name: str, device: str = "auto", dtype: str | None = None) -> ecco_c
     return ecco_core.from_pretrained(name, device=device, dtype=dtype)
 
 
-@st.cache_data(max_entries=256, ttl=3600, show_spinner=False)
+@st.cache_data(max_entries=256, ttl=3600, max_size="256MB", show_spinner=False)
 def _derived(run_id: str, function: str, params_json: str, _seq: ecco_core.OutputSeq) -> Any:
     params = json.loads(params_json)
     if "." in function:

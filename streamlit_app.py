@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import streamlit as st
@@ -100,6 +101,12 @@ def run(model: str, prompt: str, settings: dict) -> None:
             seq = lm(prompt, attention=settings["attention"])
     except EccoError as error:
         st.session_state[app.RUN_ERROR] = str(error)
+    except Exception as error:  # a bug or an odd model: a short message, the traceback goes to the log
+        logging.getLogger("ecco_explorer").exception("run failed (model %r)", model)
+        st.session_state[app.RUN_ERROR] = (
+            f"Something went wrong during this run ({type(error).__name__}). The last good result "
+            "is kept; try another prompt or model."
+        )
     else:
         st.session_state[app.SEQ] = seq
         st.session_state[app.SETTINGS] = {"model": model, "prompt": prompt, **settings}

@@ -186,7 +186,14 @@ def _load_transformers(path: str, name: str, dtype: torch.dtype, source: str, **
 
 def _explain_load_error(name: str, error: Exception) -> ModelNotFoundError:
     text = str(error)
+    causes = {type(error.__cause__).__name__, type(error.__context__).__name__}
+    if "HFValidationError" in causes or text.startswith("Repo id must"):  # not a well-formed hub id
+        return ModelNotFoundError(
+            f"Unknown model '{name}': it is not a local folder, a .gguf file or a well-formed hub id "
+            f"such as 'gpt2' or 'EleutherAI/pythia-70m'. Try '{DEFAULT_MODEL}' (embedded)."
+        )
     offline = os.environ.get("HF_HUB_OFFLINE") in {"1", "true", "True"}
+    offline = offline or "LocalEntryNotFoundError" in causes or "OfflineModeIsEnabled" in causes
     if offline or "couldn't connect" in text or "connection" in text.lower() or "offline" in text.lower():
         return NoNetworkError(
             f"Cannot download '{name}': the model hub is not reachable from here. Use the "
