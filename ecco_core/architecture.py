@@ -18,6 +18,7 @@ from .errors import UnsupportedArchitectureError
 _FFN_OUT_NAMES = ("down_proj", "dense_4h_to_h", "fc2", "fc_out", "w2", "wo")
 _FFN_PARENT_HINTS = ("mlp", "feed_forward", "ffn", "DenseReluDense", "fc")
 _ATTENTION_NAMES = ("self_attn", "attn", "attention", "self_attention", "SelfAttention")
+_CROSS_ATTENTION_NAMES = ("encoder_attn", "EncDecAttention", "crossattention", "cross_attn")
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,9 @@ class Architecture:
     """The parts of one transformer stack that ecco_core hooks or reuses.
 
     For an encoder-decoder, ``blocks`` is the decoder stack (where the lens applies) and
-    ``encoder_blocks`` the encoder stack.
+    ``encoder_blocks`` the encoder stack. The read-out from a residual state to logits is
+    ``unembedding(final_norm(h) * logit_scale) + logit_bias``, or ``mlm_head(h)`` where a masked
+    LM has a prediction head (BERT's dense + activation + LayerNorm + decoder).
     """
 
     family: str
@@ -40,6 +43,14 @@ class Architecture:
     encoder_blocks: nn.ModuleList | None = None
     encoder_ffn_sites: tuple[nn.Module, ...] = ()
     encoder_attentions: tuple[nn.Module, ...] = ()
+    cross_attentions: tuple[nn.Module, ...] = ()
+    """Decoder blocks' attention over the encoder output (encoder-decoders only)."""
+    mlm_head: nn.Module | None = None
+    """A masked LM's whole prediction head, (..., d_model) -> (..., vocab) logits."""
+    logit_scale: float = 1.0
+    """Factor on the final state before the unembedding (T5 with tied embeddings: d_model**-0.5)."""
+    logit_bias: torch.Tensor | None = None
+    """(vocab,) bias added to the logits outside the unembedding (BART's final_logits_bias)."""
 
     @property
     def n_layers(self) -> int:
@@ -110,11 +121,39 @@ def _ffn_site(block: nn.Module) -> nn.Module | None:
     return None
 
 
-def _attention(block: nn.Module) -> nn.Module | None:
+def _attention(block: nn.Module, names: tuple[str, ...] = _ATTENTION_NAMES) -> nn.Module | None:
     for name, module in block.named_modules():
-        if name.split(".")[-1] in _ATTENTION_NAMES:
+        if name.split(".")[-1] in names:
             return module
     return None
+
+
+def _mlm_head(model: nn.Module) -> nn.Module | None:
+    """A masked LM's prediction head: the module holding the unembedding (BERT, RoBERTa).
+
+    Models whose head parts hang directly on the model (DistilBERT, ELECTRA) get None and are
+    read out through the unembedding alone.
+    """
+    if not type(model).__name__.endswith(("ForMaskedLM", "ForPreTraining")):
+        return None
+    unembedding = model.get_output_embeddings()
+    for name, module in model.named_modules():
+        if module is unembedding and "." in name:
+            parent = model.get_submodule(name.rpartition(".")[0])
+            return parent if parent is not model else None
+    return None
+
+
+def _logit_scale(model: nn.Module) -> float:
+    """T5-style models scale the decoder output by d_model**-0.5 before a tied unembedding."""
+    if getattr(model.config, "scale_decoder_outputs", False) and hasattr(model, "model_dim"):
+        return float(model.model_dim) ** -0.5
+    return 1.0
+
+
+def _logit_bias(model: nn.Module) -> torch.Tensor | None:
+    bias = getattr(model, "final_logits_bias", None)  # BART, Pegasus, Marian: (1, vocab)
+    return bias.reshape(-1) if isinstance(bias, torch.Tensor) else None
 
 
 def _final_norm(model: nn.Module, blocks_name: str) -> nn.Module | None:
@@ -189,6 +228,10 @@ def find_architecture(model: nn.Module) -> Architecture:
         encoder_blocks=encoder[1] if encoder else None,
         encoder_ffn_sites=enc_ffn,
         encoder_attentions=enc_attn,
+        cross_attentions=tuple(_attention(b, _CROSS_ATTENTION_NAMES) for b in blocks) if encoder else (),
+        mlm_head=_mlm_head(model),
+        logit_scale=_logit_scale(model),
+        logit_bias=_logit_bias(model),
     )
 
 
@@ -217,6 +260,9 @@ def unembed(arch: Architecture, hidden: torch.Tensor, normed: bool = True) -> to
     """
     if arch.unembedding is None:
         raise UnsupportedArchitectureError("This model has no unembedding (no language-model head).")
+    if normed and arch.mlm_head is not None:
+        return arch.mlm_head(hidden)
     if normed and arch.final_norm is not None:
         hidden = arch.final_norm(hidden)
-    return arch.unembedding(hidden)
+    logits = arch.unembedding(hidden * arch.logit_scale if arch.logit_scale != 1.0 else hidden)
+    return logits if arch.logit_bias is None else logits + arch.logit_bias.to(logits.dtype)

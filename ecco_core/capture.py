@@ -25,6 +25,8 @@ class Recording:
     """layer x (pos, d_model) residual stream after each block."""
     ffn: dict[int, torch.Tensor] = field(default_factory=dict)
     """layer -> (pos, n_neurons) input of the FFN output projection."""
+    attn: dict[int, torch.Tensor] = field(default_factory=dict)
+    """layer -> (head, query_pos, key_pos) attention weights (eager attention only)."""
 
     def hidden_states(self) -> torch.Tensor:
         """(layer + 1, pos, d_model): embeddings then the output of every block."""
@@ -34,9 +36,29 @@ class Recording:
         """(layer, neuron, pos) FFN neuron activations of the recorded layers."""
         return torch.stack([self.ffn[k].T for k in sorted(self.ffn)])
 
+    def attentions(self) -> torch.Tensor:
+        """(layer, head, query_pos, key_pos) attention weights of the recorded layers."""
+        return torch.stack([self.attn[k] for k in sorted(self.attn)])
+
 
 def _first_tensor(value) -> torch.Tensor:
     return value[0] if isinstance(value, (tuple, list)) else value
+
+
+def attention_weights(output) -> torch.Tensor | None:
+    """The attention weights in an attention module's output: its last 4-D tensor.
+
+    Attention modules return ``(out, weights)`` (GPT-2, Llama, BERT, BART, ...) or
+    ``(out, position_bias, weights)`` (T5); under a fused kernel the weights are None.
+    """
+    if not isinstance(output, (tuple, list)):
+        return None
+    for item in reversed(output):
+        if isinstance(item, torch.Tensor) and item.dim() == 4:
+            return item
+        if item is not None:
+            return None
+    return None
 
 
 @contextmanager
@@ -44,16 +66,23 @@ def recording(
     blocks: nn.ModuleList,
     ffn_sites: Sequence[nn.Module],
     ffn_layers: Sequence[int] | None = None,
+    attention_sites: Sequence[nn.Module | None] = (),
+    attention_layers: Sequence[int] | None = None,
 ) -> Iterator[Recording]:
-    """Register hooks that record the residual stream and FFN activations of one stack.
+    """Register hooks that record the residual stream, FFN activations and attention of one stack.
 
     Args:
         blocks: the transformer blocks, in order.
         ffn_sites: the FFN output projection of each block.
         ffn_layers: which layers' FFN activations to keep (None: all, []: none).
+        attention_sites: the attention module of each block; empty records no attention. The
+            model must run eager attention (fused kernels return no weights).
+        attention_layers: which layers' attention weights to keep (None: all), so a long prompt
+            only holds the (head, pos, pos) maps asked for.
     """
     rec = Recording()
     layers = range(len(blocks)) if ffn_layers is None else ffn_layers
+    attn_layers = range(len(attention_sites)) if attention_layers is None else attention_layers
     handles = []
 
     def on_first_block(_module, args, kwargs):
@@ -79,6 +108,41 @@ def recording(
             handles.append(block.register_forward_hook(on_block_output))
         for layer in layers:
             handles.append(ffn_sites[layer].register_forward_pre_hook(ffn_hook(layer)))
+        _add_attention_hooks(handles, rec, attention_sites, attn_layers)
+        yield rec
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _attention_hook(rec: Recording, layer: int):
+    def on_attention_output(_module, _args, output):
+        weights = attention_weights(output)  # (1, head, query_pos, key_pos)
+        if weights is not None:
+            rec.attn[layer] = weights[0].detach()  # (head, query_pos, key_pos)
+
+    on_attention_output._ecco_hook = True
+    return on_attention_output
+
+
+def _add_attention_hooks(
+    handles: list, rec: Recording, sites: Sequence[nn.Module | None], layers: Sequence[int]
+) -> None:
+    """Hook the attention module of each layer in ``layers`` (appending to ``handles`` as it goes)."""
+    for layer in layers if sites else ():
+        if sites[layer] is not None:
+            handles.append(sites[layer].register_forward_hook(_attention_hook(rec, layer)))
+
+
+@contextmanager
+def attention_recording(
+    sites: Sequence[nn.Module | None], layers: Sequence[int] | None = None
+) -> Iterator[Recording]:
+    """Record only attention weights (e.g. an encoder-decoder's cross-attention); ``rec.attn``."""
+    rec = Recording()
+    handles: list = []
+    try:
+        _add_attention_hooks(handles, rec, sites, range(len(sites)) if layers is None else layers)
         yield rec
     finally:
         for handle in handles:

@@ -10,11 +10,12 @@ import numpy as np
 import torch
 
 from .architecture import Architecture, find_architecture, unembed
-from .capture import recording
+from .capture import attention_recording, recording
 from .errors import (
     EmptyPromptError,
     GenerationSettingsError,
     InputError,
+    ModelTypeError,
     NumericalError,
     PromptTooLongError,
 )
@@ -130,19 +131,28 @@ class LM:
         progress: Progress | None = None,
         attention: bool = False,
         activation_layers: Sequence[int] | None = None,
+        attention_layers: Sequence[int] | None = None,
     ) -> OutputSeq:
         """Generate ``generate`` tokens after ``text``, then capture everything in one forward.
 
+        Args:
+            attention: capture attention weights (the capture forward runs eager attention).
+            activation_layers: layers whose FFN activations to keep (None: all).
+            attention_layers: layers whose attention to keep (None: all); bounds memory on long
+                prompts, since each kept layer holds (head, pos, pos) floats.
+
+        On an encoder-decoder the prompt is the encoder input and the generated tokens (after the
+        decoder start token) are the decoder's; see ``OutputSeq`` for the position convention.
+
         Raises:
-            EmptyPromptError, PromptTooLongError, GenerationSettingsError.
+            EmptyPromptError, PromptTooLongError, GenerationSettingsError, ModelTypeError.
         """
         if self.model_type == "mlm":
-            from .errors import ModelTypeError
-
             raise ModelTypeError(f"{self.name} is a masked LM: it cannot generate. Use lm(text).")
         _check_settings(generate, temperature, top_k, top_p)
         ids = self.encode(text)
         self._check_length(len(ids), generate)
+        self._check_layers(activation_layers, attention_layers)
         with self.lock, torch.inference_mode():
             if seed is not None:
                 torch.manual_seed(seed)
@@ -156,7 +166,10 @@ class LM:
                 pad_token_id=self._pad_id(),
                 streamer=_ProgressStreamer(generate, progress),
             )[0].cpu()
-        seq = self.capture(full, len(ids), attention, activation_layers, progress)
+        if self.model_type == "enc-dec":
+            seq = self.capture_enc_dec(ids, full, attention, activation_layers, attention_layers, progress)
+        else:
+            seq = self.capture(full, len(ids), attention, activation_layers, progress, attention_layers)
         if attribution:
             from .attribution import compute_attributions
 
@@ -168,11 +181,36 @@ class LM:
         text: str | Sequence[int] | torch.Tensor,
         attention: bool = False,
         activation_layers: Sequence[int] | None = None,
+        attention_layers: Sequence[int] | None = None,
     ) -> OutputSeq:
-        """Analyse text without generating: one capture forward."""
+        """Analyse text without generating: one capture forward.
+
+        On an encoder-decoder the text is the encoder input and the decoder reads only its start
+        token.
+        """
         ids = self.encode(text)
         self._check_length(len(ids), 0)
-        return self.capture(ids, len(ids), attention, activation_layers)
+        self._check_layers(activation_layers, attention_layers)
+        if self.model_type == "enc-dec":
+            start = torch.tensor([self._decoder_start_id()])
+            return self.capture_enc_dec(ids, start, attention, activation_layers, attention_layers)
+        return self.capture(ids, len(ids), attention, activation_layers, attention_layers=attention_layers)
+
+    def _check_layers(self, *layer_lists: Sequence[int] | None) -> None:
+        n = self.arch.n_layers
+        if self.arch.encoder_blocks is not None:
+            n = max(n, len(self.arch.encoder_blocks))
+        for layers in layer_lists:
+            bad = [layer for layer in layers or () if not 0 <= int(layer) < n]
+            if bad:
+                raise InputError(f"Layers {bad} do not exist: {self.name} has layers 0..{n - 1}.")
+
+    def _decoder_start_id(self) -> int:
+        for config in (getattr(self.model, "generation_config", None), self.model.config):
+            value = getattr(config, "decoder_start_token_id", None)
+            if isinstance(value, int):
+                return value
+        return int(self._pad_id() or 0)
 
     def _pad_id(self) -> int | None:
         tok = self.tokenizer
@@ -185,25 +223,18 @@ class LM:
         attention: bool = False,
         activation_layers: Sequence[int] | None = None,
         progress: Progress | None = None,
+        attention_layers: Sequence[int] | None = None,
     ) -> OutputSeq:
         """One forward over ``ids`` (pos,) recording hidden states, FFN activations, attention."""
         if progress:
             progress("capture", 0.0)
+        arch = self.arch
         with self.lock, torch.inference_mode(), self._attention_impl("eager" if attention else None):
-            with recording(self.arch.blocks, self.arch.ffn_sites, activation_layers) as rec:
-                out = self.model(
-                    input_ids=ids[None].to(self.device), use_cache=False, output_attentions=attention
-                )
-            hidden = rec.hidden_states().float().cpu()  # (layer + 1, pos, d_model)
-            acts = rec.activations().float().cpu() if rec.ffn else None  # (layer, neuron, pos)
-            attn = None
-            if attention and getattr(out, "attentions", None):
-                attn = torch.stack([a[0] for a in out.attentions]).float().cpu()  # (layer, head, pos, pos)
-        if not torch.isfinite(hidden).all() or (acts is not None and not torch.isfinite(acts).all()):
-            raise NumericalError(
-                f"{self.name} produced NaN or inf inside the network (dtype {self.dtype}). "
-                "Load it in float32 (dtype=torch.float32)."
-            )
+            sites = arch.attentions if attention else ()
+            with recording(arch.blocks, arch.ffn_sites, activation_layers, sites, attention_layers) as rec:
+                self.model(input_ids=ids[None].to(self.device), use_cache=False)
+            hidden, acts, attn = _arrays(rec)
+        self._check_finite(hidden, acts)
         if progress:
             progress("capture", 1.0)
         ids_np = ids.numpy().astype(np.int64)
@@ -213,16 +244,107 @@ class LM:
             n_input_tokens=int(n_input),
             model_type=self.model_type,
             model_name=self.name,
-            hidden_states=hidden.numpy(),
-            activations=None if acts is None else acts.numpy(),
+            hidden_states=hidden,
+            activations=acts,
             activation_layers=sorted(
                 range(self.arch.n_layers) if activation_layers is None else activation_layers
             ),
-            attentions=None if attn is None else attn.numpy(),
+            attentions=attn,
             special=special_mask(self.tokenizer, ids_np),
             run_id=uuid.uuid4().hex,
             lm=self,
+            attention_layers=sorted(rec.attn),
         )
+
+    def capture_enc_dec(
+        self,
+        encoder_ids: torch.Tensor,
+        decoder_ids: torch.Tensor,
+        attention: bool = False,
+        activation_layers: Sequence[int] | None = None,
+        attention_layers: Sequence[int] | None = None,
+        progress: Progress | None = None,
+    ) -> OutputSeq:
+        """One encoder-decoder forward: decoder-side arrays in the main fields, the rest in extras.
+
+        Args:
+            encoder_ids: (enc_pos,) the prompt.
+            decoder_ids: (dec_pos,) the decoder start token, then the generated tokens.
+        """
+        if progress:
+            progress("capture", 0.0)
+        arch = self.arch
+        n_enc = len(arch.encoder_blocks)
+        enc_acts = _within(activation_layers, n_enc)
+        enc_attn = _within(attention_layers, n_enc)
+        dec_acts = _within(activation_layers, arch.n_layers)
+        dec_attn = _within(attention_layers, arch.n_layers)
+        sites = (arch.encoder_attentions, arch.attentions, arch.cross_attentions) if attention else ((),) * 3
+        with self.lock, torch.inference_mode(), self._attention_impl("eager" if attention else None):
+            with (
+                recording(arch.encoder_blocks, arch.encoder_ffn_sites, enc_acts, sites[0], enc_attn) as enc,
+                recording(arch.blocks, arch.ffn_sites, dec_acts, sites[1], dec_attn) as dec,
+                attention_recording(sites[2], dec_attn) as cross,
+            ):
+                self.model(
+                    input_ids=encoder_ids[None].to(self.device),
+                    decoder_input_ids=decoder_ids[None].to(self.device),
+                    use_cache=False,
+                )
+            enc_hidden, enc_activations, enc_attentions = _arrays(enc)
+            hidden, acts, attn = _arrays(dec)
+            cross_attn = cross.attentions().float().cpu().numpy() if cross.attn else None
+        self._check_finite(hidden, acts)
+        self._check_finite(enc_hidden, enc_activations)
+        if progress:
+            progress("capture", 1.0)
+        enc_np = encoder_ids.numpy().astype(np.int64)  # (enc_pos,)
+        dec_np = decoder_ids.numpy().astype(np.int64)  # (dec_pos,)
+        enc_tokens, dec_tokens = (
+            readable_tokens(self.tokenizer, enc_np),
+            readable_tokens(self.tokenizer, dec_np),
+        )
+        extras = {
+            "encoder": {
+                "token_ids": enc_np,
+                "tokens": enc_tokens,
+                "hidden_states": enc_hidden,
+                "activations": enc_activations,
+                "activation_layers": sorted(enc.ffn),
+                "attentions": enc_attentions,
+                "attention_layers": sorted(enc.attn),
+            },
+            "decoder": {
+                "token_ids": dec_np,
+                "tokens": dec_tokens,
+                "cross_attentions": cross_attn,
+                "cross_attention_layers": sorted(cross.attn),
+            },
+        }
+        all_ids = np.concatenate([enc_np, dec_np])
+        return OutputSeq(
+            token_ids=all_ids,
+            tokens=enc_tokens + dec_tokens,
+            n_input_tokens=len(enc_np),
+            model_type=self.model_type,
+            model_name=self.name,
+            hidden_states=hidden,
+            activations=acts,
+            activation_layers=sorted(dec.ffn),
+            attentions=attn,
+            special=special_mask(self.tokenizer, all_ids),
+            extras=extras,
+            run_id=uuid.uuid4().hex,
+            lm=self,
+            attention_layers=sorted(dec.attn),
+        )
+
+    def _check_finite(self, hidden: np.ndarray, acts: np.ndarray | None) -> None:
+        if not np.isfinite(hidden).all() or (acts is not None and not np.isfinite(acts).all()):
+            raise NumericalError(
+                f"{self.name} produced NaN or inf inside the network (dtype {self.dtype}). "
+                "Load it in float32 (dtype=torch.float32)."
+            )
 
     def _attention_impl(self, implementation: str | None):
         return _AttentionImplementation(self.model, implementation)
@@ -244,6 +366,19 @@ class _AttentionImplementation:
     def __exit__(self, *exc) -> None:
         if self.implementation and self.previous and self.previous != self.implementation:
             self.model.set_attn_implementation(self.previous)
+
+
+def _arrays(rec) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """A recording as float32 numpy: hidden states, FFN activations, attention (or None)."""
+    hidden = rec.hidden_states().float().cpu().numpy()  # (layer + 1, pos, d_model)
+    acts = rec.activations().float().cpu().numpy() if rec.ffn else None  # (layer, neuron, pos)
+    attn = rec.attentions().float().cpu().numpy() if rec.attn else None  # (layer, head, pos, pos)
+    return hidden, acts, attn
+
+
+def _within(layers: Sequence[int] | None, n_layers: int) -> list[int] | None:
+    """The requested layers that exist in a stack of ``n_layers`` (None: all)."""
+    return None if layers is None else [int(layer) for layer in layers if 0 <= int(layer) < n_layers]
 
 
 def _is_causal(model) -> bool:
