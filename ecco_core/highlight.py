@@ -95,3 +95,77 @@ def output_text_html(tokens: Sequence[str], n_input_tokens: int, special: np.nda
             token_span(token, background, title=f"{pos}: {token!r}", attrs=f'data-pos="{pos}"', style=border)
         )
     return f'<div class="ecco-text">{"".join(parts)}</div>'
+
+
+def attention_text_html(
+    tokens: Sequence[str],
+    weights: np.ndarray,
+    query: int | None = None,
+    titles: Sequence[str] | None = None,
+    offset: int = 0,
+    n_input_tokens: int | None = None,
+    colorscale: str = "Blues",
+) -> str:
+    """Escaped HTML of the attended tokens tinted by one query's attention.
+
+    Args:
+        tokens: key_pos strings (the tokens attended to).
+        weights: (key_pos,) the chosen query's weights; the strongest gets the full colour.
+        query: index in ``tokens`` of the attending token (outlined), when it is one of them.
+        titles: one hover text per token (e.g. what that token itself attends to most).
+        offset: sequence position of ``tokens[0]`` (shown in titles).
+        n_input_tokens: sequence position where the ▶ generated-text marker goes.
+    """
+    weights = np.asarray(weights, dtype=float)
+    top = float(weights.max()) if len(weights) else 0.0
+    parts = []
+    for i, token in enumerate(tokens):
+        pos = i + offset
+        if n_input_tokens is not None and pos == n_input_tokens and i > 0:
+            parts.append('<span class="out-marker" title="generated text starts here">▶</span>')
+        share = 0.0 if top <= 0 else float(np.clip(weights[i] / top, 0, 1))
+        background = sequential_color(share, colorscale) if share > 0.02 else "transparent"
+        title = f"{pos}: {token!r} · weight {weights[i]:.3f}"
+        if titles is not None:
+            title += "\n" + titles[i]
+        style = "outline:2px solid #d62728;" if query == i else ""
+        parts.append(token_span(token, background, title=title, attrs=f'data-pos="{pos}"', style=style))
+    return f'<div class="ecco-text attention-text" style="line-height:1.9">{"".join(parts)}</div>'
+
+
+def factor_html(
+    tokens: Sequence[str],
+    factor: np.ndarray,
+    strength: np.ndarray,
+    colors: Sequence[str],
+    n_input_tokens: int | None = None,
+    names: Sequence[str] | None = None,
+) -> str:
+    """Escaped HTML of the text with each token tinted in its factor's colour.
+
+    Args:
+        tokens: pos strings.
+        factor: (pos,) int factor of each token; -1 leaves the token untinted.
+        strength: (pos,) in [0, 1], how deep the tint is (0 white, 1 the full colour).
+        colors: one colour per factor (hex or 'rgb(...)' strings from trusted code).
+        n_input_tokens: where the ▶ marker between prompt and generated text goes.
+        names: one display name per factor for the hover title.
+    """
+    from plotly.colors import find_intermediate_color, hex_to_rgb, unlabel_rgb
+
+    def rgb(color: str) -> tuple[float, ...]:
+        return tuple(float(c) for c in (hex_to_rgb(color) if color.startswith("#") else unlabel_rgb(color)))
+
+    parts = []
+    for pos, token in enumerate(tokens):
+        if n_input_tokens is not None and pos == n_input_tokens:
+            parts.append('<span class="out-marker" title="generated text starts here">▶</span>')
+        f, share = int(factor[pos]), float(np.clip(strength[pos], 0, 1))
+        background, title = "transparent", f"{pos}: {token!r}"
+        if f >= 0 and share > 0:
+            color = rgb(colors[f % len(colors)])
+            tint = find_intermediate_color((255.0, 255.0, 255.0), color, 0.15 + 0.85 * share)
+            background = "rgb({:.0f},{:.0f},{:.0f})".format(*tint)
+            title += f" · {names[f] if names else f'factor {f}'} {share:.2f}"
+        parts.append(token_span(token, background, title=title, attrs=f'data-pos="{pos}"'))
+    return f'<div class="ecco-text" style="line-height:1.9">{"".join(parts)}</div>'

@@ -1,0 +1,162 @@
+"""Figures of FFN neurons: factor heatmap and sparklines, top neurons, one neuron, layer similarity."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from . import base_layout, token_labels
+
+if TYPE_CHECKING:
+    from ..neurons import Factorization, NeuronTrace, TopNeurons
+    from ..similarity import LayerSimilarity
+
+FACTOR_COLORS = [*qualitative.D3, *qualitative.Dark2]
+"""One colour per factor (cycled past 18); the text tint and the sparklines share them."""
+
+
+def factor_color(factor: int) -> str:
+    """The colour of ``factor`` (a hex string)."""
+    return FACTOR_COLORS[factor % len(FACTOR_COLORS)]
+
+
+def factor_names(n_factors: int, method: str = "nmf") -> list[str]:
+    prefix = "PC" if method == "pca" else "Factor "
+    return [f"{prefix}{f}" for f in range(n_factors)]
+
+
+def factor_heatmap(result: Factorization) -> go.Figure:
+    """Factor x position heatmap of ``result.components`` (diverging around 0 for PCA)."""
+    labels = token_labels(result.tokens, result.positions.tolist())
+    names = factor_names(result.n_factors, result.method)
+    signed = result.signed
+    limit = float(np.abs(result.components).max()) or 1.0
+    fig = go.Figure(
+        go.Heatmap(
+            z=result.components,
+            x=labels,
+            y=names,
+            colorscale="RdBu_r" if signed else "Purples",
+            zmin=-limit if signed else 0.0,
+            zmax=limit,
+            colorbar={"title": {"text": "score" if signed else "strength"}, "thickness": 12},
+            hovertemplate="%{y} at %{x}: %{z:.3g}<extra></extra>",
+        )
+    )
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(tickangle=-60, tickfont={"size": 11})
+    title = "Principal components x position" if signed else "Factors x position"
+    return base_layout(fig, title, height=160 + 26 * result.n_factors)
+
+
+def factor_sparklines(result: Factorization, selected: int | None = None) -> go.Figure:
+    """One small line per factor across the chosen positions; ``selected`` drawn bold, others faded."""
+    n = result.n_factors
+    names = factor_names(n, result.method)
+    labels = token_labels(result.tokens, result.positions.tolist())
+    fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=0.012)
+    for f in range(n):
+        faded = selected is not None and f != selected
+        fig.add_trace(
+            go.Scatter(
+                x=labels,
+                y=result.components[f],
+                mode="lines",
+                name=names[f],
+                line={"color": factor_color(f), "width": 1.2 if faded else 2},
+                fill="tozeroy",
+                opacity=0.35 if faded else 1.0,
+                hovertemplate=f"{names[f]}" + " at %{x}: %{y:.3g}<extra></extra>",
+            ),
+            row=f + 1,
+            col=1,
+        )
+        fig.update_yaxes(
+            title={"text": names[f], "font": {"size": 11, "color": factor_color(f)}},
+            showticklabels=False,
+            showgrid=False,
+            zeroline=True,
+            row=f + 1,
+            col=1,
+        )
+    fig.update_xaxes(showgrid=False, tickangle=-60, tickfont={"size": 10})
+    fig.update_layout(showlegend=False)
+    return base_layout(fig, "", height=90 + 46 * n)
+
+
+def factor_top_neurons_bar(frame: pd.DataFrame, factor: int, method: str = "nmf") -> go.Figure:
+    """Horizontal bars of one factor's top neurons (a ``Factorization.top_neurons`` frame)."""
+    labels = [f"L{layer} · N{neuron}" for layer, neuron in zip(frame["layer"], frame["neuron"], strict=True)]
+    fig = go.Figure(
+        go.Bar(
+            x=frame["loading"],
+            y=labels,
+            orientation="h",
+            marker_color=factor_color(factor),
+            hovertemplate="layer %{y}: loading %{x:.3g}<extra></extra>",
+        )
+    )
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(title="loading")
+    name = factor_names(factor + 1, method)[factor]
+    return base_layout(fig, f"Top neurons of {name}", height=120 + 22 * len(frame))
+
+
+def top_neurons_bar(top: TopNeurons) -> go.Figure:
+    """Horizontal bars of the most active neurons at one position."""
+    labels = [f"L{layer} · N{neuron}" for layer, neuron in zip(top.layers, top.neurons, strict=True)]
+    fig = go.Figure(
+        go.Bar(
+            x=top.values,
+            y=labels,
+            orientation="h",
+            marker_color="#6a51a3",
+            hovertemplate="%{y}: %{x:.4g}<extra></extra>",
+        )
+    )
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(title="activation")
+    token = top.token.replace("\n", "↵")
+    return base_layout(
+        fig, f"Most active neurons at {top.position}: {token!r}", height=120 + 22 * len(labels)
+    )
+
+
+def neuron_trace_figure(trace: NeuronTrace) -> go.Figure:
+    """Bars of one neuron's activation at every position; generated positions in another colour."""
+    labels = token_labels(trace.tokens)
+    colors = ["#6a51a3" if p < trace.n_input_tokens else "#e6550d" for p in range(len(labels))]
+    fig = go.Figure(
+        go.Bar(x=labels, y=trace.values, marker_color=colors, hovertemplate="%{x}: %{y:.4g}<extra></extra>")
+    )
+    fig.update_xaxes(tickangle=-60, tickfont={"size": 10})
+    fig.update_yaxes(title="activation", zeroline=True, zerolinecolor="#999")
+    return base_layout(fig, f"Layer {trace.layer}, neuron {trace.neuron} across the text", height=360)
+
+
+def similarity_heatmap(result: LayerSimilarity) -> go.Figure:
+    """Layer x layer heatmap of a ``LayerSimilarity`` (0 to 1, brighter is more alike)."""
+    labels = result.labels()
+    name = {"cka": "Linear CKA", "cca": "Mean CCA", "svcca": "SVCCA", "pwcca": "PWCCA"}[result.method]
+    source = "hidden states" if result.source == "hidden" else "FFN activations"
+    fig = go.Figure(
+        go.Heatmap(
+            z=result.matrix,
+            x=labels,
+            y=labels,
+            colorscale="Viridis",
+            zmin=0.0,
+            zmax=1.0,
+            colorbar={"title": {"text": name}, "thickness": 12},
+            hovertemplate="layers %{y} and %{x}: %{z:.3f}<extra></extra>",
+        )
+    )
+    axis = "layer (emb = embeddings)" if result.source == "hidden" else "layer"
+    fig.update_xaxes(title=axis, constrain="domain", tickfont={"size": 10})
+    fig.update_yaxes(title=axis, autorange="reversed", scaleanchor="x", tickfont={"size": 10})
+    return base_layout(fig, f"{name} between layers ({source})", height=620)

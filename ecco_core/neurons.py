@@ -1,0 +1,457 @@
+"""FFN neuron activations: NMF / PCA factors (ecco's ``run_nmf``), top neurons, one neuron's trace.
+
+Everything here is a pure function of ``seq.activations`` (layer, neuron, pos); nothing re-runs the
+model. Results are dataclasses of numpy arrays that pickle and hold no reference to the run.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from .errors import ComponentsError, EccoError, InputError, NumericalError, PositionError
+from .output import OutputSeq
+
+POSITIONS = ("all", "input", "output")
+METHODS = ("nmf", "pca")
+RANDOM_STATE = 0
+
+
+# ----- selecting the matrix ---------------------------------------------------------------------
+def require_activations(seq: OutputSeq) -> np.ndarray:
+    """(layer, neuron, pos) activations of the run, or an EccoError saying how to capture them."""
+    if seq.activations is None or seq.activations.size == 0:
+        raise EccoError(
+            "This run has no FFN neuron activations. Run the model again without "
+            "activation_layers=[] (the default captures every layer)."
+        )
+    return seq.activations
+
+
+def layer_indices(seq: OutputSeq, from_layer: int | None = None, to_layer: int | None = None) -> list[int]:
+    """Indices into ``seq.activations`` of the model layers ``from_layer <= layer < to_layer``.
+
+    Layers are model layer numbers (as in ``seq.activation_layers``); ``to_layer`` is exclusive, as
+    in ecco. None means from the first / to past the last captured layer.
+    """
+    require_activations(seq)
+    layers = list(seq.activation_layers)
+    low = layers[0] if from_layer is None else int(from_layer)
+    high = layers[-1] + 1 if to_layer is None else int(to_layer)
+    chosen = [i for i, layer in enumerate(layers) if low <= layer < high]
+    if not chosen:
+        raise InputError(
+            f"No captured layer lies in from_layer={from_layer} .. to_layer={to_layer} (exclusive). "
+            f"This run captured layers {layers[0]}..{layers[-1]}."
+        )
+    return chosen
+
+
+def position_indices(seq: OutputSeq, positions: str = "all", skip_first: bool = False) -> np.ndarray:
+    """(position,) indices of the sequence positions 'all', 'input' (prompt) or 'output' (generated)."""
+    if positions not in POSITIONS:
+        raise InputError(f"positions must be one of {POSITIONS}, not {positions!r}.")
+    start = 1 if skip_first else 0
+    low, high = {"all": (0, seq.n_tokens), "input": (0, seq.n_input_tokens)}.get(
+        positions, (seq.n_input_tokens, seq.n_tokens)
+    )
+    chosen = np.arange(max(low, start), high)
+    if len(chosen) == 0:
+        what = "generated tokens" if positions == "output" else "positions"
+        raise PositionError(
+            f"There are no {what} to factorise (positions={positions!r}"
+            f"{', first token left out' if skip_first else ''}). Generate some tokens or pick 'all'."
+        )
+    return chosen
+
+
+# ----- factorisation ----------------------------------------------------------------------------
+@dataclass
+class Factorization:
+    """NMF (or PCA) factors of FFN activations: ``activations ~ components.T @ loadings``."""
+
+    components: np.ndarray
+    """(factor, position) how strongly each factor fires at each chosen position (activation units)."""
+    loadings: np.ndarray
+    """(factor, layer, neuron) each factor's weight on every neuron; unit L2 norm per factor."""
+    positions: np.ndarray
+    """(position,) the sequence position of each column of ``components``."""
+    tokens: list[str]
+    """All tokens of the run (not only the chosen positions), so the whole text can be painted."""
+    n_input_tokens: int
+    layers: list[int]
+    """The model layers the loadings' second axis holds."""
+    method: str = "nmf"
+    """'nmf' (non-negative parts) or 'pca' (signed, centred directions)."""
+    fit_error: float = 0.0
+    """||X - fit||_F / ||X||_F of the (clipped) neuron x position matrix X (PCA: of centred X)."""
+    explained_variance: np.ndarray | None = None
+    """(factor,) PCA only: the share of the matrix's variance each component explains."""
+    negative_share: float = 0.0
+    """Share of the selected activations that were negative (and clipped to 0)."""
+    negative_mass: float = 0.0
+    """Share of the selected activations' total |value| that was negative (and clipped to 0)."""
+    special: np.ndarray | None = field(default=None, repr=False)
+    """(pos,) bool special tokens of the run, for painting."""
+
+    @property
+    def n_factors(self) -> int:
+        return self.components.shape[0]
+
+    @property
+    def signed(self) -> bool:
+        return self.method == "pca"
+
+    def full_components(self) -> np.ndarray:
+        """(factor, pos) components over the whole run; 0 at positions that were not chosen."""
+        full = np.zeros((self.n_factors, len(self.tokens)), dtype=np.float32)
+        full[:, self.positions] = self.components
+        return full
+
+    def strongest_factor(self) -> np.ndarray:
+        """(pos,) the factor with the largest value (PCA: largest |value|) at each position; -1 if none."""
+        full = self.full_components()
+        score = np.abs(full) if self.signed else full
+        best = score.argmax(axis=0)
+        return np.where(score.max(axis=0) > 0, best, -1)
+
+    def top_neurons(self, factor: int, k: int = 10) -> pd.DataFrame:
+        """The ``k`` neurons with the largest loading (PCA: largest |loading|) on ``factor``."""
+        if not 0 <= factor < self.n_factors:
+            raise InputError(f"factor must be in 0..{self.n_factors - 1}, not {factor}.")
+        flat = self.loadings[factor].ravel()  # (layer * neuron,)
+        score = np.abs(flat) if self.signed else flat
+        order = top_indices(score, k)
+        layer_pos, neuron = np.unravel_index(order, self.loadings.shape[1:])
+        return pd.DataFrame(
+            {
+                "factor": factor,
+                "layer": np.asarray(self.layers)[layer_pos],
+                "neuron": neuron,
+                "loading": flat[order].astype(float),
+            }
+        )
+
+    def explore(self, top_k: int = 10) -> dict:
+        """JSON-ready data for the factor explorer: tokens, factor values per token, top neurons."""
+        return {
+            "method": self.method,
+            "tokens": list(self.tokens),
+            "n_input_tokens": int(self.n_input_tokens),
+            "positions": self.positions.tolist(),
+            "layers": list(self.layers),
+            "factors": self.full_components().astype(float).tolist(),
+            "strongest_factor": self.strongest_factor().tolist(),
+            "top_neurons": [self.top_neurons(f, top_k).to_dict("records") for f in range(self.n_factors)],
+        }
+
+    def to_frame(self) -> pd.DataFrame:
+        """Long table of the factor matrix: one row per (factor, position)."""
+        factors, cols = np.meshgrid(np.arange(self.n_factors), np.arange(len(self.positions)), indexing="ij")
+        positions = self.positions[cols.ravel()]
+        return pd.DataFrame(
+            {
+                "factor": factors.ravel(),
+                "position": positions,
+                "token": [self.tokens[p] for p in positions],
+                "value": self.components.ravel().astype(float),
+            }
+        )
+
+    def loadings_frame(self) -> pd.DataFrame:
+        """Wide table of the loadings: one row per (layer, neuron), one column per factor."""
+        n_layers, n_neurons = self.loadings.shape[1:]
+        frame = pd.DataFrame(
+            {
+                "layer": np.repeat(np.asarray(self.layers), n_neurons),
+                "neuron": np.tile(np.arange(n_neurons), n_layers),
+            }
+        )
+        for f in range(self.n_factors):
+            frame[f"factor_{f}"] = self.loadings[f].ravel()
+        return frame
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary: the factor matrix, fit and clipping figures, top neurons per factor.
+
+        The full loadings (factor x layer x neuron) are in ``loadings`` / ``loadings_frame()``.
+        """
+        data = self.explore()
+        data.update(
+            components=self.components.astype(float).tolist(),
+            fit_error=float(self.fit_error),
+            negative_share=float(self.negative_share),
+            negative_mass=float(self.negative_mass),
+            explained_variance=None
+            if self.explained_variance is None
+            else self.explained_variance.astype(float).tolist(),
+        )
+        return data
+
+    def clipping_note(self) -> str:
+        """What clipping negatives to 0 meant for this run, in words a reader can act on."""
+        share, mass = 100 * self.negative_share, 100 * self.negative_mass
+        if share == 0:
+            return "No activation was negative, so nothing was clipped before factorising."
+        head = f"{share:.0f}% of these activations were negative ({mass:.0f}% of their total size) and "
+        head += "were set to 0 first, ecco's convention, because NMF needs non-negative numbers."
+        if mass < 5:
+            return head + " That is little (GELU-like neurons dip only slightly below 0)."
+        return head + (
+            " In a gated FFN (SwiGLU, as in Llama and SmolLM) a neuron's value is silu(gate) x up and "
+            "its sign carries meaning, so these factors describe only the positive half of each "
+            "neuron's firing." + ("" if self.signed else " PCA shows both signs.")
+        )
+
+    def figure(self) -> go.Figure:
+        """Factor x position heatmap."""
+        from .figures.neurons import factor_heatmap
+
+        return factor_heatmap(self)
+
+
+def top_indices(values: np.ndarray, k: int) -> np.ndarray:
+    """(k,) indices of the ``k`` largest of ``values`` (1-D), largest first; ties by lower index."""
+    k = min(int(k), len(values))
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    part = np.argpartition(-values, k - 1)[:k] if k < len(values) else np.arange(len(values))
+    return part[np.lexsort((part, -values[part]))]
+
+
+def activation_matrix(
+    seq: OutputSeq, layer_idx: list[int], positions: np.ndarray
+) -> tuple[np.ndarray, float, float]:
+    """(layer * neuron, position) clipped activations, plus the negative share and mass clipped."""
+    acts = require_activations(seq)[layer_idx][:, :, positions]  # (layer, neuron, position)
+    matrix = acts.reshape(-1, len(positions)).astype(np.float64)  # (layer * neuron, position)
+    negative = matrix < 0
+    total = np.abs(matrix).sum()
+    mass = float(-matrix[negative].sum() / total) if total > 0 else 0.0
+    return np.clip(matrix, 0, None), float(negative.mean()), mass
+
+
+def check_components(n_components: int, n_positions: int, n_features: int) -> None:
+    if n_components < 1:
+        raise ComponentsError(f"n_components must be at least 1, not {n_components}.")
+    if n_components > n_positions:
+        raise ComponentsError(
+            f"n_components={n_components} is more factors than the {n_positions} positions being "
+            f"factorised; pick at most {n_positions} (or a longer text)."
+        )
+    if n_components > n_features:
+        raise ComponentsError(
+            f"n_components={n_components} is more factors than the {n_features} neurons selected; "
+            f"pick at most {n_features} (or more layers)."
+        )
+
+
+def run_nmf(
+    seq: OutputSeq,
+    n_components: int = 10,
+    from_layer: int | None = None,
+    to_layer: int | None = None,
+    positions: str = "all",
+    method: str = "nmf",
+    skip_first: bool = False,
+) -> Factorization:
+    """Factorise the FFN activations into ``n_components`` patterns over the text (ecco's ``run_nmf``).
+
+    The matrix is (neurons of the chosen layers) x (chosen positions) with negatives clipped to 0
+    (ecco's convention). NMF (scikit-learn, nndsvda init, fixed random_state: deterministic) finds
+    non-negative parts; ``method='pca'`` gives signed principal components of the same matrix.
+    Factors come sorted by their share of the fit, largest first.
+
+    Args:
+        seq: the run.
+        n_components: number of factors, at most the number of positions and of neurons.
+        from_layer, to_layer: model layers ``from_layer <= layer < to_layer`` (ecco's slicing).
+        positions: 'all', 'input' (prompt) or 'output' (generated tokens).
+        method: 'nmf' or 'pca'.
+        skip_first: leave out position 0, whose activations are often 10-100x the others
+            (the attention-sink token) and otherwise take a factor of their own.
+
+    Raises:
+        ComponentsError, InputError, PositionError, NumericalError.
+    """
+    if method not in METHODS:
+        raise InputError(f"method must be one of {METHODS}, not {method!r}.")
+    layer_idx = layer_indices(seq, from_layer, to_layer)
+    chosen = position_indices(seq, positions, skip_first)
+    matrix, neg_share, neg_mass = activation_matrix(seq, layer_idx, chosen)
+    check_components(int(n_components), matrix.shape[1], matrix.shape[0])
+    fit = _fit_pca if method == "pca" else _fit_nmf
+    components, loadings, error, explained = fit(matrix.T, int(n_components))  # (factor, position)
+    n_neurons = seq.activations.shape[1]
+    return Factorization(
+        components=components.astype(np.float32),
+        loadings=loadings.reshape(len(components), len(layer_idx), n_neurons).astype(np.float32),
+        positions=chosen,
+        tokens=list(seq.tokens),
+        n_input_tokens=seq.n_input_tokens,
+        layers=[seq.activation_layers[i] for i in layer_idx],
+        method=method,
+        fit_error=error,
+        explained_variance=explained,
+        negative_share=neg_share,
+        negative_mass=neg_mass,
+        special=None if seq.special is None else np.asarray(seq.special, dtype=bool),
+    )
+
+
+def _fit_nmf(data: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, float, None]:
+    """data (position, feature) >= 0 -> components (k, position), unit loadings (k, feature)."""
+    from sklearn.decomposition import NMF
+    from sklearn.exceptions import ConvergenceWarning
+
+    norm = np.linalg.norm(data)
+    if norm == 0:
+        raise NumericalError(
+            "Every selected activation is 0 or negative, so NMF has nothing to factorise. "
+            "Pick other layers or positions, or use PCA."
+        )
+    model = NMF(n_components=k, init="nndsvda", random_state=RANDOM_STATE, max_iter=600, tol=5e-4)
+    with warnings.catch_warnings():  # stopping at max_iter still gives a usable, deterministic fit
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        scores = model.fit_transform(data / norm)  # (position, k); scaled for a stable tolerance
+    parts = model.components_  # (k, feature)
+    error = float(np.linalg.norm(data / norm - scores @ parts))
+    size = np.linalg.norm(parts, axis=1)  # (k,)
+    size = np.where(size > 0, size, 1.0)
+    components = (scores * size * norm).T  # (k, position), activation units
+    loadings = parts / size[:, None]  # (k, feature), unit length
+    order = np.argsort(-np.linalg.norm(components, axis=1), kind="stable")
+    return components[order], loadings[order], error, None
+
+
+def _fit_pca(data: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """data (position, feature) -> signed scores (k, position), unit loadings (k, feature)."""
+    centred = data - data.mean(axis=0)  # (position, feature)
+    u, s, vt = np.linalg.svd(centred, full_matrices=False)  # u (position, r), vt (r, feature)
+    total = float((s**2).sum())
+    if total == 0:
+        raise NumericalError(
+            "The selected activations do not vary across positions: PCA has nothing to show."
+        )
+    signs = np.sign(vt[:k][np.arange(k), np.abs(vt[:k]).argmax(axis=1)])  # (k,) largest loading > 0
+    signs = np.where(signs == 0, 1.0, signs)
+    components = (u[:, :k] * s[:k] * signs).T  # (k, position)
+    loadings = vt[:k] * signs[:, None]  # (k, feature)
+    error = float(np.sqrt(max(total - (s[:k] ** 2).sum(), 0.0) / total))
+    return components, loadings, error, (s[:k] ** 2) / total
+
+
+# ----- single neurons ---------------------------------------------------------------------------
+@dataclass
+class TopNeurons:
+    """The most active neurons at one position."""
+
+    position: int
+    token: str
+    layers: np.ndarray
+    """(k,) model layer of each neuron, most active first."""
+    neurons: np.ndarray
+    """(k,) neuron index within its layer."""
+    values: np.ndarray
+    """(k,) activation value."""
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            {"rank": np.arange(1, len(self.values) + 1), "layer": self.layers, "neuron": self.neurons}
+            | {"activation": self.values.astype(float)}
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "position": int(self.position),
+            "token": self.token,
+            "neurons": self.to_frame().to_dict("records"),
+        }
+
+    def figure(self) -> go.Figure:
+        from .figures.neurons import top_neurons_bar
+
+        return top_neurons_bar(self)
+
+
+def check_position(seq: OutputSeq, position: int) -> int:
+    position = int(position)
+    if position < 0:
+        position += seq.n_tokens
+    if not 0 <= position < seq.n_tokens:
+        raise PositionError(f"position must be in 0..{seq.n_tokens - 1} (or negative from the end).")
+    return position
+
+
+def top_neurons(
+    seq: OutputSeq,
+    position: int,
+    k: int = 20,
+    from_layer: int | None = None,
+    to_layer: int | None = None,
+) -> TopNeurons:
+    """The ``k`` neurons (over the chosen layers) with the largest activation at ``position``."""
+    if int(k) < 1:
+        raise InputError(f"k must be at least 1, not {k}.")
+    position = check_position(seq, position)
+    layer_idx = layer_indices(seq, from_layer, to_layer)
+    at_pos = require_activations(seq)[layer_idx, :, position]  # (layer, neuron)
+    order = top_indices(at_pos.ravel(), int(k))
+    layer_pos, neuron = np.unravel_index(order, at_pos.shape)
+    return TopNeurons(
+        position=position,
+        token=seq.tokens[position],
+        layers=np.asarray([seq.activation_layers[i] for i in layer_idx])[layer_pos],
+        neurons=neuron.astype(np.int64),
+        values=at_pos.ravel()[order].astype(np.float32),
+    )
+
+
+@dataclass
+class NeuronTrace:
+    """One neuron's activation at every position of the run."""
+
+    layer: int
+    neuron: int
+    values: np.ndarray
+    """(pos,) activation of the neuron at each position."""
+    tokens: list[str]
+    n_input_tokens: int
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            {"position": np.arange(len(self.values)), "token": self.tokens, "activation": self.values}
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "layer": int(self.layer),
+            "neuron": int(self.neuron),
+            "tokens": list(self.tokens),
+            "activation": self.values.astype(float).tolist(),
+        }
+
+    def figure(self) -> go.Figure:
+        from .figures.neurons import neuron_trace_figure
+
+        return neuron_trace_figure(self)
+
+
+def neuron_activations(seq: OutputSeq, layer: int, neuron: int) -> NeuronTrace:
+    """The activation of neuron ``neuron`` of model layer ``layer`` across the run's positions."""
+    acts = require_activations(seq)
+    if int(layer) not in seq.activation_layers:
+        raise InputError(
+            f"Layer {layer} was not captured; this run has layers {seq.activation_layers[0]}.."
+            f"{seq.activation_layers[-1]}."
+        )
+    if not 0 <= int(neuron) < acts.shape[1]:
+        raise InputError(f"neuron must be in 0..{acts.shape[1] - 1}, not {neuron}.")
+    values = acts[seq.activation_layers.index(int(layer)), int(neuron)]  # (pos,)
+    return NeuronTrace(
+        int(layer), int(neuron), values.astype(np.float32), list(seq.tokens), seq.n_input_tokens
+    )
