@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 
@@ -30,10 +32,43 @@ def readable_tokens(tokenizer, ids: np.ndarray) -> list[str]:
         while end < len(ids) and end - start < 8 and "\ufffd" in tokenizer.decode(ids[start:end]):
             end += 1
         joined = tokenizer.decode(ids[start:end])
-        if "\ufffd" in joined:  # not a split character: keep the raw piece
+        if "\ufffd" in joined:  # a character cut off (e.g. at the end): show its bytes, e.g. '\\xf0\\x9f'
+            out[start] = raw_bytes_text(tokenizer, ids[start]) or texts[start]
             start += 1
             continue
         out[start] = joined
         out[start + 1 : end] = [""] * (end - start - 1)
         start = end
     return out
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet: the character that stands for each byte -> the byte."""
+    kept = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars = list(kept)
+    for byte in range(256):
+        if byte not in kept:
+            kept.append(byte)
+            chars.append(256 + len(chars) - 188)  # 188 bytes stand for themselves
+    return {chr(c): b for b, c in zip(kept, chars)}
+
+
+_BYTE_LEVEL = _byte_level_alphabet()
+
+
+def raw_bytes_text(tokenizer, token_id: int) -> str | None:
+    """A token that is part of a UTF-8 character, as its bytes (``' \\xf0\\x9f'``), or None.
+
+    Works for byte-level BPE pieces (GPT-2, Llama 3, SmolLM) and byte-fallback pieces (``<0xF0>``).
+    """
+    piece = tokenizer.convert_ids_to_tokens(int(token_id))
+    if not isinstance(piece, str) or not piece:
+        return None
+    match = re.fullmatch(r"<0x([0-9A-Fa-f]{2})>", piece)
+    if match:
+        data = bytes([int(match[1], 16)])
+    elif all(ch in _BYTE_LEVEL for ch in piece):
+        data = bytes(_BYTE_LEVEL[ch] for ch in piece)
+    else:
+        return None
+    return data.decode("utf-8", errors="backslashreplace")
