@@ -1,0 +1,194 @@
+"""Plotly builders for the logit lens: layer predictions, rankings, watched-token rankings.
+
+Layers run top to bottom (0, the embeddings, on top; the last layer next to the output). Ranks
+use a log colour scale where dark means rank 1.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import plotly.graph_objects as go
+
+from . import base_layout, visible_label
+
+if TYPE_CHECKING:
+    from ..lens import LayerPredictions, Rankings, WatchRankings
+
+RANK_COLORS = "Blues"
+PROB_COLORS = "Purples"
+LAYER_AXIS = "layer (0 = embeddings)"
+
+
+def spaced(token: str) -> str:
+    """A token label with every space shown as ␣ (so ' are' and 'are' look different)."""
+    return visible_label(token.replace(" ", "␣"))
+
+
+def compact_rank(rank: int) -> str:
+    """1, 42, 613, 1.2k, 45k."""
+    if rank < 1000:
+        return str(int(rank))
+    return f"{rank / 1000:.1f}k" if rank < 10_000 else f"{rank // 1000}k"
+
+
+def _rank_colorbar(max_rank: int) -> dict:
+    decades = range(int(np.ceil(np.log10(max(max_rank, 10)))) + 1)
+    return {
+        "title": {"text": "rank"},
+        "tickvals": list(decades),
+        "ticktext": [compact_rank(10**d) for d in decades],
+    }
+
+
+def _layer_axis(layers: np.ndarray) -> dict:
+    step = max(1, int(np.ceil(len(layers) / 16)))  # at most ~16 tick labels
+    shown = list(range(0, len(layers), step))
+    return {
+        "title": {"text": LAYER_AXIS},
+        "tickvals": shown,
+        "ticktext": [str(int(layers[i])) for i in shown],
+        "autorange": "reversed",
+    }
+
+
+def _rows_height(n_rows: int, per_row: int = 24, extra: int = 150) -> int:
+    return max(320, n_rows * per_row + extra)
+
+
+def layer_predictions_figure(pred: LayerPredictions, title: str | None = None) -> go.Figure:
+    """Layers x top-k boxes: each box holds a predicted token, shaded by its probability.
+
+    The token that actually came at the position is outlined wherever a layer ranks it in its top-k.
+    """
+    n_layers, k = pred.token_ids.shape
+    custom = np.stack([pred.tokens, pred.token_ids.astype(str), np.repeat(pred.layers, k).reshape(-1, k)], -1)
+    fig = go.Figure(
+        go.Heatmap(
+            z=pred.probs,
+            x=np.arange(1, k + 1),
+            y=np.arange(n_layers),
+            text=[[visible_label(t) for t in row] for row in pred.tokens],
+            texttemplate="%{text}",
+            textfont={"size": 11},
+            customdata=custom,
+            hovertemplate="layer %{customdata[2]} · #%{x}: %{customdata[0]}"
+            " (id %{customdata[1]})<br>probability %{z:.2%}<extra></extra>",
+            colorscale=PROB_COLORS,
+            zmin=0,
+            zmax=1,
+            xgap=2,
+            ygap=2,
+            colorbar={"title": {"text": "probability"}, "tickformat": ".0%"},
+        )
+    )
+    for row, col in zip(*np.nonzero(pred.token_ids == pred.target_id)):
+        fig.add_shape(
+            type="rect",
+            x0=col + 0.5,
+            x1=col + 1.5,
+            y0=row - 0.5,
+            y1=row + 0.5,
+            line={"color": "#e8590c", "width": 2},
+        )
+    target = f" → actual {spaced(pred.target_token)!s} (outlined)" if pred.target_id >= 0 else " → next token"
+    default = f"Predictions after {spaced(pred.context_token)} (position {pred.position}){target}"
+    fig.update_xaxes(title={"text": "top predictions, most likely first"}, tickvals=list(range(1, k + 1)))
+    fig.update_yaxes(**_layer_axis(pred.layers))
+    return base_layout(fig, title if title is not None else default, _rows_height(n_layers))
+
+
+def rankings_figure(rankings: Rankings, title: str | None = None) -> go.Figure:
+    """Layers x positions: the rank of the token that came next, log colour scale, each cell annotated."""
+    n_layers, n_pos = rankings.ranks.shape
+    tokens = np.broadcast_to(rankings.tokens, (n_layers, n_pos))
+    custom = np.stack(
+        [tokens, rankings.predicted_tokens, np.char.mod("%.2e", rankings.probs.astype(float))], -1
+    )  # (layer, pos, 3)
+    fig = go.Figure(
+        go.Heatmap(
+            z=np.log10(rankings.ranks),
+            x=np.arange(n_pos),
+            y=np.arange(n_layers),
+            text=[[compact_rank(r) for r in row] for row in rankings.ranks],
+            texttemplate="%{text}",
+            textfont={"size": 9 if n_pos > 24 else 11},
+            customdata=custom,
+            hovertemplate="%{customdata[0]} ranks <b>%{text}</b> (p=%{customdata[2]})<br>"
+            "this layer predicts %{customdata[1]}<extra></extra>",
+            colorscale=RANK_COLORS,
+            reversescale=True,
+            zmin=0,
+            zmax=max(1.0, float(np.log10(rankings.ranks.max()))),
+            xgap=1,
+            ygap=1,
+            colorbar=_rank_colorbar(int(rankings.ranks.max())),
+        )
+    )
+    prompt_end = int(np.searchsorted(rankings.positions, rankings.n_input_tokens))
+    if 0 < prompt_end < n_pos:
+        fig.add_vline(x=prompt_end - 0.5, line={"color": "#e8590c", "width": 2, "dash": "dot"})
+    labels = [f"{p}: {visible_label(str(t))}" for p, t in zip(rankings.positions, rankings.tokens)]
+    step = max(1, int(np.ceil(n_pos / 60)))
+    fig.update_xaxes(
+        title={"text": "token that came next (position: token)"},
+        tickvals=list(range(0, n_pos, step)),
+        ticktext=labels[::step],
+        tickangle=-60,
+    )
+    fig.update_yaxes(**_layer_axis(rankings.layers))
+    default = f"Rank of the token that came next, per layer ({rankings.lens} lens)"
+    return base_layout(fig, title if title is not None else default, _rows_height(n_layers, extra=220))
+
+
+def watch_heatmap_figure(watch: WatchRankings, title: str | None = None) -> go.Figure:
+    """Layers x watched tokens: each cell the rank of that token at that layer."""
+    n_layers, n_cand = watch.ranks.shape
+    predicted = np.broadcast_to(watch.predicted_tokens[:, None], (n_layers, n_cand))
+    custom = np.stack([predicted, np.char.mod("%.2e", watch.probs.astype(float))], -1)
+    fig = go.Figure(
+        go.Heatmap(
+            z=np.log10(watch.ranks),
+            x=[spaced(str(t)) for t in watch.watch_tokens],
+            y=np.arange(n_layers),
+            text=[[compact_rank(r) for r in row] for row in watch.ranks],
+            texttemplate="%{text}",
+            customdata=custom,
+            hovertemplate="%{x} ranks <b>%{text}</b> (p=%{customdata[1]})<br>"
+            "this layer predicts %{customdata[0]}<extra></extra>",
+            colorscale=RANK_COLORS,
+            reversescale=True,
+            zmin=0,
+            zmax=max(1.0, float(np.log10(watch.ranks.max()))),
+            xgap=2,
+            ygap=1,
+            colorbar=_rank_colorbar(int(watch.ranks.max())),
+        )
+    )
+    fig.update_xaxes(title={"text": "watched token (␣ is a space)"}, side="top", type="category")
+    fig.update_yaxes(**_layer_axis(watch.layers))
+    default = f"Rank of each watched token at position {watch.position}, per layer"
+    return base_layout(fig, title if title is not None else default, _rows_height(n_layers, per_row=20))
+
+
+def watch_lines_figure(watch: WatchRankings, title: str | None = None) -> go.Figure:
+    """Rank of each watched token by layer; log y axis with rank 1 on top."""
+    fig = go.Figure()
+    for j, token in enumerate(watch.watch_tokens):
+        fig.add_trace(
+            go.Scatter(
+                x=watch.layers,
+                y=watch.ranks[:, j],
+                mode="lines+markers",
+                name=spaced(str(token)),
+                customdata=watch.probs[:, j],
+                hovertemplate=f"{spaced(str(token))}: layer %{{x}}, rank %{{y}} (p=%{{customdata:.2e}})"
+                "<extra></extra>",
+            )
+        )
+    fig.update_yaxes(type="log", autorange="reversed", title={"text": "rank (1 = top prediction)"})
+    fig.update_xaxes(title={"text": LAYER_AXIS}, gridcolor="#eee")
+    fig.update_layout(legend={"title": {"text": "watched token"}}, hovermode="x unified")
+    default = f"Rank by layer at position {watch.position}"
+    return base_layout(fig, title if title is not None else default, 420)
