@@ -13,7 +13,7 @@ from typing import Any
 import streamlit as st
 
 import ecco_core
-from ecco_core.errors import EccoError
+from ecco_core.errors import EccoError, ModelTypeError
 from ecco_core.models import DEFAULT_MODEL, EMBEDDED_ENCODER
 
 SEQ = "seq"  # the last good OutputSeq
@@ -60,7 +60,24 @@ def compute(seq: ecco_core.OutputSeq, function: str, **params: Any) -> Any:
     ``function`` is an OutputSeq method ('rankings') or 'module.function' in ecco_core
     ('neurons.top_neurons'); params must be JSON-serialisable. Results must pickle (plain data).
     """
-    return _derived(seq.run_id, function, json.dumps(params, sort_keys=True), seq)
+    try:
+        return _derived(seq.run_id, function, json.dumps(params, sort_keys=True), seq)
+    except ModelTypeError as error:
+        refuse(error)
+
+
+def refuse(error: ModelTypeError) -> None:
+    """A view that does not apply to this kind of model: say why in one line and stop the page."""
+    st.info(str(error))
+    st.stop()
+
+
+def require_causal(seq: ecco_core.OutputSeq, view: str) -> None:
+    """Stop a view that needs next-token predictions on a masked LM, with a one-line reason."""
+    try:
+        seq.require_causal(view)
+    except ModelTypeError as error:
+        refuse(error)
 
 
 def current_seq() -> ecco_core.OutputSeq:
@@ -83,6 +100,8 @@ def keep_last_good(key: str, make: Callable[[], Any]) -> Any:
     slot = f"last_good::{key}"
     try:
         result = make()
+    except ModelTypeError as error:  # not this model's view: no stale result from another model
+        refuse(error)
     except EccoError as error:
         st.error(str(error))
         return st.session_state.get(slot)

@@ -199,6 +199,12 @@ class OutputSeq:
         """Alias of ``saliency`` (ecco's newer name)."""
         return self.saliency(attr_method=attr_method, style=style, **kwargs)
 
+    def masked_predictions(self, position: int | None = None, topk: int = 10):
+        """Masked LMs: top-k tokens at ``position`` (default: the first mask token) per layer."""
+        from . import masked
+
+        return masked.masked_predictions(self, position=position, topk=topk)
+
     def run_nmf(self, n_components: int = 10, **kwargs):
         """Factorise the FFN activations with NMF (ecco's ``run_nmf``)."""
         from . import neurons
