@@ -136,42 +136,6 @@ def attention_text_html(
     return f'<div class="ecco-text attention-text" style="line-height:1.9">{"".join(parts)}</div>'
 
 
-def attention_text_html(
-    tokens: Sequence[str],
-    weights: np.ndarray,
-    query: int | None = None,
-    titles: Sequence[str] | None = None,
-    offset: int = 0,
-    n_input_tokens: int | None = None,
-    colorscale: str = "Blues",
-) -> str:
-    """Escaped HTML of the attended tokens tinted by one query's attention.
-
-    Args:
-        tokens: key_pos strings (the tokens attended to).
-        weights: (key_pos,) the chosen query's weights; the strongest gets the full colour.
-        query: index in ``tokens`` of the attending token (outlined), when it is one of them.
-        titles: one hover text per token (e.g. what that token itself attends to most).
-        offset: sequence position of ``tokens[0]`` (shown in titles).
-        n_input_tokens: sequence position where the ▶ generated-text marker goes.
-    """
-    weights = np.asarray(weights, dtype=float)
-    top = float(weights.max()) if len(weights) else 0.0
-    parts = []
-    for i, token in enumerate(tokens):
-        pos = i + offset
-        if n_input_tokens is not None and pos == n_input_tokens and i > 0:
-            parts.append('<span class="out-marker" title="generated text starts here">▶</span>')
-        share = 0.0 if top <= 0 else float(np.clip(weights[i] / top, 0, 1))
-        background = sequential_color(share, colorscale) if share > 0.02 else "transparent"
-        title = f"{pos}: {token!r} · weight {weights[i]:.3f}"
-        if titles is not None:
-            title += "\n" + titles[i]
-        style = "outline:2px solid #d62728;" if query == i else ""
-        parts.append(token_span(token, background, title=title, attrs=f'data-pos="{pos}"', style=style))
-    return f'<div class="ecco-text attention-text" style="line-height:1.9">{"".join(parts)}</div>'
-
-
 def factor_html(
     tokens: Sequence[str],
     factor: np.ndarray,
