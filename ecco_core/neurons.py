@@ -358,17 +358,22 @@ class TopNeurons:
     """(k,) neuron index within its layer."""
     values: np.ndarray
     """(k,) activation value."""
+    above_mean: np.ndarray
+    """(k,) activation minus the neuron's mean over the run's positions."""
+    relative: bool = False
+    """True: ranked by ``above_mean`` (what is special about this token); False: by ``values``."""
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(
             {"rank": np.arange(1, len(self.values) + 1), "layer": self.layers, "neuron": self.neurons}
-            | {"activation": self.values.astype(float)}
+            | {"activation": self.values.astype(float), "above_mean": self.above_mean.astype(float)}
         )
 
     def to_dict(self) -> dict:
         return {
             "position": int(self.position),
             "token": self.token,
+            "relative": bool(self.relative),
             "neurons": self.to_frame().to_dict("records"),
         }
 
@@ -393,21 +398,31 @@ def top_neurons(
     k: int = 20,
     from_layer: int | None = None,
     to_layer: int | None = None,
+    relative: bool = False,
 ) -> TopNeurons:
-    """The ``k`` neurons (over the chosen layers) with the largest activation at ``position``."""
+    """The ``k`` neurons (over the chosen layers) with the largest activation at ``position``.
+
+    With ``relative=True`` they are ranked by activation minus the neuron's mean over the run, which
+    hides neurons that are large everywhere (common in the last layers) and shows what fires for
+    this token in particular.
+    """
     if int(k) < 1:
         raise InputError(f"k must be at least 1, not {k}.")
     position = check_position(seq, position)
     layer_idx = layer_indices(seq, from_layer, to_layer)
-    at_pos = require_activations(seq)[layer_idx, :, position]  # (layer, neuron)
-    order = top_indices(at_pos.ravel(), int(k))
-    layer_pos, neuron = np.unravel_index(order, at_pos.shape)
+    acts = require_activations(seq)[layer_idx]  # (layer, neuron, pos)
+    at_pos = acts[:, :, position].ravel()  # (layer * neuron,)
+    above = at_pos - acts.mean(axis=2).ravel()  # (layer * neuron,)
+    order = top_indices(above if relative else at_pos, int(k))
+    layer_pos, neuron = np.unravel_index(order, acts.shape[:2])
     return TopNeurons(
         position=position,
         token=seq.tokens[position],
         layers=np.asarray([seq.activation_layers[i] for i in layer_idx])[layer_pos],
         neurons=neuron.astype(np.int64),
-        values=at_pos.ravel()[order].astype(np.float32),
+        values=at_pos[order].astype(np.float32),
+        above_mean=above[order].astype(np.float32),
+        relative=bool(relative),
     )
 
 

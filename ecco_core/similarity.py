@@ -210,28 +210,44 @@ def representations(seq: OutputSeq, source: str = "hidden") -> tuple[np.ndarray,
 
 
 def layer_similarity(
-    seq: OutputSeq, method: str = "cka", source: str = "hidden", dims: int = 20, skip_first: bool = True
+    seq: OutputSeq,
+    method: str = "cka",
+    source: str = "hidden",
+    dims: int = 20,
+    skip_first: bool = True,
+    normalize: bool = False,
 ) -> LayerSimilarity:
     """Layer x layer similarity of the run's hidden states or FFN activations.
 
     Args:
         method: 'cka', 'cca', 'svcca' (with ``dims``) or 'pwcca'.
         source: 'hidden' (residual stream, embeddings first) or 'ffn' (neuron activations).
+        dims: SVCCA's directions per layer.
         skip_first: leave out position 0. Its residual stream is often 100x larger than the rest
             (the attention-sink token) and would otherwise dominate every comparison.
+        normalize: scale every token's vector to unit length first. Each block reads the residual
+            stream through RMSNorm / LayerNorm, so this is what the next layer sees (up to the norm's
+            centring and learned gain); without it a few tokens with 10x the usual norm
+            ("massive activations") decide the score.
     """
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}, not {method!r}.")
     reps, layers = representations(seq, source)
-    reps = reps[:, 1:] if skip_first else reps  # (layer, pos, features)
+    reps = (reps[:, 1:] if skip_first else reps).astype(np.float64)  # (layer, pos, features)
     if reps.shape[1] < 3:
         raise InputError(f"Layer similarity needs at least 3 positions; this run has {reps.shape[1]}.")
+    if normalize:
+        norms = np.linalg.norm(reps, axis=2, keepdims=True)  # (layer, pos, 1)
+        reps = reps / np.where(norms > 0, norms, 1.0)
     matrix = _cka_matrix(reps) if method == "cka" else _cca_matrix(reps, method, dims)
-    return LayerSimilarity(matrix, layers, method, source, reps.shape[1], _note(method, reps.shape, dims))
+    note = _note(method, reps.shape, dims) + (
+        " Every token was scaled to unit length first." if normalize else ""
+    )
+    return LayerSimilarity(matrix, layers, method, source, reps.shape[1], note)
 
 
 def _cka_matrix(reps: np.ndarray) -> np.ndarray:
-    centred = reps.astype(np.float64) - reps.mean(axis=1, keepdims=True)  # (layer, pos, features)
+    centred = reps - reps.mean(axis=1, keepdims=True)  # (layer, pos, features)
     grams = np.stack([_gram(layer) for layer in centred]).reshape(len(reps), -1)  # (layer, pos * pos)
     return grams @ grams.T  # (layer, layer)
 
@@ -240,7 +256,7 @@ def _cca_matrix(reps: np.ndarray, method: str, dims: int) -> np.ndarray:
     n_pos = reps.shape[1]
     cap = (n_pos - 1) // 2
     max_dims = min(int(dims), cap) if method == "svcca" else cap
-    centred = [layer - layer.mean(axis=0) for layer in reps.astype(np.float64)]  # layer x (pos, features)
+    centred = [layer - layer.mean(axis=0) for layer in reps]  # layer x (pos, features)
     bases = [_basis_or_none(layer, max_dims) for layer in centred]
     n = len(reps)
     matrix = np.full((n, n), np.nan)

@@ -163,6 +163,16 @@ def test_factor_top_neurons_are_the_largest_loadings():
     np.testing.assert_allclose(frame["loading"], flat[expected])
 
 
+def test_sparklines_highlight_the_chosen_factor():
+    from ecco_core.figures.neurons import factor_color, factor_sparklines
+
+    acts, _, _ = planted(n_factors=12, n_pos=40)
+    result = neurons.run_nmf(synthetic_seq(acts), 12)
+    fig = factor_sparklines(result, selected=11)
+    assert len(fig.data) == 12
+    assert fig.data[11].line.color == factor_color(11) and fig.data[0].line.color == "#c8c8c8"
+
+
 def test_strongest_factor_and_factor_html_escape():
     acts, _, _ = planted()
     seq = synthetic_seq(acts)
@@ -187,6 +197,14 @@ def test_top_neurons_equal_a_direct_argsort(tiny):
         np.testing.assert_array_equal(top.layers, layer)
         np.testing.assert_array_equal(top.neurons, neuron)
         np.testing.assert_array_equal(top.values, column[expected])
+    relative = neurons.top_neurons(seq, 4, k=6, relative=True)
+    above = (acts[:, :, 4] - acts.mean(axis=2)).ravel()  # (layer * neuron,)
+    expected = np.argsort(-above, kind="stable")[:6]
+    layer, neuron = np.unravel_index(expected, acts.shape[:2])
+    np.testing.assert_array_equal(relative.layers, layer)
+    np.testing.assert_array_equal(relative.neurons, neuron)
+    np.testing.assert_allclose(relative.above_mean, above[expected], rtol=1e-6)
+    np.testing.assert_array_equal(relative.values, acts[layer, neuron, 4])
     sub = neurons.top_neurons(seq, 3, k=4, from_layer=1, to_layer=2)
     assert set(sub.layers) == {1}
     np.testing.assert_array_equal(sub.values, np.sort(acts[1, :, 3])[::-1][:4])

@@ -184,6 +184,18 @@ def test_layer_similarity_of_ffn_activations_and_plain_outputs():
         similarity.layer_similarity(seq, source="attention")
 
 
+def test_normalize_scales_every_token_to_unit_length():
+    seq = layered_seq()
+    seq.hidden_states[:, 7] *= 50.0  # one token with a "massive activation"
+    result = similarity.layer_similarity(seq, "cka", normalize=True)
+    reps = seq.hidden_states[:, 1:].astype(np.float64)
+    unit = reps / np.linalg.norm(reps, axis=2, keepdims=True)
+    assert result.matrix[0, 4] == pytest.approx(similarity.linear_cka(unit[0], unit[4]), abs=1e-9)
+    assert "unit length" in result.note
+    raw = similarity.layer_similarity(seq, "cka")
+    assert raw.matrix[0, 4] > result.matrix[0, 4] + 0.2  # the big token made far layers look alike
+
+
 def test_layer_similarity_on_a_tiny_model(tiny):
     seq = tiny("The keys to the cabinet are on the table")
     for method in similarity.METHODS:
@@ -198,6 +210,6 @@ def test_neighbouring_layers_are_most_alike_on_the_embedded_model(smol):
 
     seq = smol(EXAMPLES["Mixed: list, date, sentence"])
     for method in ("cka", "pwcca"):
-        result = similarity.layer_similarity(seq, method, "hidden")
+        result = similarity.layer_similarity(seq, method, "hidden", normalize=True)
         offsets = np.abs(result.most_alike() - np.arange(len(result.layers)))
         assert np.mean(offsets == 1) >= 0.8, (method, offsets)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import qualitative
+from plotly.colors import hex_to_rgb, qualitative, unlabel_rgb
 from plotly.subplots import make_subplots
 
 from . import base_layout, token_labels
@@ -16,7 +16,10 @@ if TYPE_CHECKING:
     from ..neurons import Factorization, NeuronTrace, TopNeurons
     from ..similarity import LayerSimilarity
 
-FACTOR_COLORS = [*qualitative.D3, *qualitative.Dark2]
+FACTOR_COLORS = [
+    *qualitative.D3,
+    *(f"#{int(r):02x}{int(g):02x}{int(b):02x}" for r, g, b in map(unlabel_rgb, qualitative.Dark2)),
+]
 """One colour per factor (cycled past 18); the text tint and the sparklines share them."""
 
 
@@ -62,22 +65,32 @@ def factor_sparklines(result: Factorization, selected: int | None = None) -> go.
     fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=0.012)
     for f in range(n):
         faded = selected is not None and f != selected
+        red, green, blue = hex_to_rgb(factor_color(f))
         fig.add_trace(
             go.Scatter(
                 x=labels,
                 y=result.components[f],
                 mode="lines",
                 name=names[f],
-                line={"color": factor_color(f), "width": 1.2 if faded else 2},
+                line={"color": "#c8c8c8" if faded else factor_color(f), "width": 1 if faded else 2},
                 fill="tozeroy",
-                opacity=0.35 if faded else 1.0,
+                fillcolor="rgba(200,200,200,0.25)" if faded else f"rgba({red},{green},{blue},0.45)",
                 hovertemplate=f"{names[f]}" + " at %{x}: %{y:.3g}<extra></extra>",
             ),
             row=f + 1,
             col=1,
         )
+        fig.add_annotation(
+            text=names[f],
+            x=0,
+            xref="paper",
+            xanchor="right",
+            y=0.5,
+            yref=f"y{f + 1 if f else ''} domain",
+            showarrow=False,
+            font={"size": 11, "color": factor_color(f)},
+        )
         fig.update_yaxes(
-            title={"text": names[f], "font": {"size": 11, "color": factor_color(f)}},
             showticklabels=False,
             showgrid=False,
             zeroline=True,
@@ -86,7 +99,9 @@ def factor_sparklines(result: Factorization, selected: int | None = None) -> go.
         )
     fig.update_xaxes(showgrid=False, tickangle=-60, tickfont={"size": 10})
     fig.update_layout(showlegend=False)
-    return base_layout(fig, "", height=90 + 46 * n)
+    base_layout(fig, "", height=90 + 46 * n)
+    fig.update_layout(margin={"l": 80})
+    return fig
 
 
 def factor_top_neurons_bar(frame: pd.DataFrame, factor: int, method: str = "nmf") -> go.Figure:
@@ -112,7 +127,7 @@ def top_neurons_bar(top: TopNeurons) -> go.Figure:
     labels = [f"L{layer} · N{neuron}" for layer, neuron in zip(top.layers, top.neurons, strict=True)]
     fig = go.Figure(
         go.Bar(
-            x=top.values,
+            x=top.above_mean if top.relative else top.values,
             y=labels,
             orientation="h",
             marker_color="#6a51a3",
@@ -120,7 +135,7 @@ def top_neurons_bar(top: TopNeurons) -> go.Figure:
         )
     )
     fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(title="activation")
+    fig.update_xaxes(title="activation above the neuron's mean" if top.relative else "activation")
     token = top.token.replace("\n", "↵")
     return base_layout(
         fig, f"Most active neurons at {top.position}: {token!r}", height=120 + 22 * len(labels)
@@ -128,12 +143,22 @@ def top_neurons_bar(top: TopNeurons) -> go.Figure:
 
 
 def neuron_trace_figure(trace: NeuronTrace) -> go.Figure:
-    """Bars of one neuron's activation at every position; generated positions in another colour."""
+    """Bars of one neuron's activation at every position: purple positive, orange negative.
+
+    A dotted line marks where the generated tokens start.
+    """
     labels = token_labels(trace.tokens)
-    colors = ["#6a51a3" if p < trace.n_input_tokens else "#e6550d" for p in range(len(labels))]
+    colors = np.where(trace.values >= 0, "#6a51a3", "#e6550d").tolist()
     fig = go.Figure(
         go.Bar(x=labels, y=trace.values, marker_color=colors, hovertemplate="%{x}: %{y:.4g}<extra></extra>")
     )
+    if 0 < trace.n_input_tokens < len(labels):
+        fig.add_vline(
+            x=trace.n_input_tokens - 0.5,
+            line={"dash": "dot", "color": "#555"},
+            annotation_text="generated ▶",
+            annotation_position="top right",
+        )
     fig.update_xaxes(tickangle=-60, tickfont={"size": 10})
     fig.update_yaxes(title="activation", zeroline=True, zerolinecolor="#999")
     return base_layout(fig, f"Layer {trace.layer}, neuron {trace.neuron} across the text", height=360)

@@ -1,0 +1,143 @@
+"""Neuron factors: ecco's NMF explorer of the feed-forward neurons, painted over the text."""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import app_support as app
+from ecco_core.figures.neurons import (
+    factor_color,
+    factor_heatmap,
+    factor_names,
+    factor_sparklines,
+    factor_top_neurons_bar,
+)
+from ecco_core.highlight import factor_html
+
+st.header("🧬 Neuron factors")
+app.intro(
+    "This page squeezes the firing of thousands of feed-forward neurons into a few factors: groups of "
+    "neurons that fire together on the same tokens.",
+    "Each token is tinted in the colour of its strongest factor (deeper is stronger); pick one factor "
+    "to repaint the text by it alone, and read its line below to see where it fires.",
+)
+app.show_run_error()
+seq = app.current_seq()
+if seq.activations is None or seq.n_tokens < 3:
+    st.info("This view needs neuron activations of at least 3 tokens. Run a longer text.")
+    st.stop()
+
+layers = list(seq.activation_layers)
+top, middle, right = st.columns([1, 1, 1.4])
+method = top.radio(
+    "Factorisation",
+    ["nmf", "pca"],
+    format_func={"nmf": "NMF (parts)", "pca": "PCA (signed)"}.get,
+    horizontal=True,
+    key="factors_method",
+    help="NMF finds non-negative parts that add up; PCA finds signed directions of largest variance.",
+)
+positions = middle.radio(
+    "Positions",
+    ["all", "input", "output"],
+    format_func={"all": "all", "input": "prompt", "output": "generated"}.get,
+    horizontal=True,
+    key="factors_positions",
+)
+low, high = (
+    right.slider("Layers", layers[0], layers[-1], (layers[0], layers[-1]), key="factors_layers")
+    if len(layers) > 1
+    else (layers[0], layers[0])
+)
+left, toggle = st.columns([1, 1.4])
+most = max(3, min(20, seq.n_tokens - 1))
+n_components = left.slider("Number of factors", 2, most, min(8, most), key="factors_k")
+skip_first = toggle.toggle(
+    "Leave out the first token",
+    True,
+    key="factors_skip_first",
+    help="The first token's activations are often 10-100x the rest (an 'attention sink'); "
+    "left in, it takes a factor of its own.",
+)
+
+result = app.keep_last_good(
+    "factors",
+    lambda: app.compute(
+        seq,
+        "neurons.run_nmf",
+        n_components=n_components,
+        from_layer=low,
+        to_layer=high + 1,
+        positions=positions,
+        method=method,
+        skip_first=skip_first,
+    ),
+)
+if result is None:
+    st.stop()
+names = factor_names(result.n_factors, result.method)
+fit = f"The factors reproduce the activations up to a {100 * result.fit_error:.0f}% error."
+st.caption(f"**Clipping.** {result.clipping_note()} {fit}")
+
+options = ["all", *range(result.n_factors)]
+if st.session_state.get("factors_paint") not in options:
+    st.session_state["factors_paint"] = "all"
+choice = st.radio(
+    "Paint the text by",
+    options,
+    format_func=lambda o: "strongest factor" if o == "all" else names[o],
+    horizontal=True,
+    key="factors_paint",
+)
+full = result.full_components()  # (factor, pos)
+peak = np.abs(full).max(axis=1, keepdims=True)  # (factor, 1)
+share = np.abs(full) / np.where(peak > 0, peak, 1.0)  # (factor, pos) in [0, 1]
+colors = [factor_color(f) for f in range(result.n_factors)]
+if choice == "all":
+    strongest = result.strongest_factor()
+    strength = share[np.maximum(strongest, 0), np.arange(full.shape[1])]
+    html = factor_html(result.tokens, strongest, strength, colors, result.n_input_tokens, names)
+else:
+    signs = np.where(full[choice] >= 0, 0, 1)  # PCA: positive in the factor's colour, negative in grey
+    html = factor_html(
+        result.tokens,
+        np.where(full[choice] != 0, signs, -1),
+        share[choice],
+        [colors[choice], "#7f7f7f"],
+        result.n_input_tokens,
+        [f"{names[choice]} +", f"{names[choice]} −"],
+    )
+st.markdown(html, unsafe_allow_html=True)
+legend = " ".join(
+    f'<span style="background:{colors[f]};color:white;border-radius:3px;padding:1px 6px;'
+    f'margin-right:4px;font-size:0.8rem">{names[f]}</span>'
+    for f in range(result.n_factors)
+)
+st.markdown(legend, unsafe_allow_html=True)
+if result.signed:
+    st.caption("PCA scores are signed: grey marks tokens on the negative side of the chosen component.")
+
+selected = None if choice == "all" else int(choice)
+st.plotly_chart(factor_sparklines(result, selected), width="stretch", key="factors_sparklines")
+
+heatmap, neurons_col = st.columns([1.5, 1])
+heatmap.plotly_chart(factor_heatmap(result), width="stretch", key="factors_heatmap")
+with neurons_col:
+    if selected is None:
+        st.markdown("**Top neurons of each factor** (layer · neuron · loading)")
+        frames = [result.top_neurons(f, 3).assign(factor=names[f]) for f in range(result.n_factors)]
+        st.dataframe(pd.concat(frames), hide_index=True, width="stretch", height=360)
+    else:
+        frame = result.top_neurons(selected, 12)
+        st.plotly_chart(factor_top_neurons_bar(frame, selected, result.method), width="stretch")
+
+st.markdown("**Downloads:** the factor matrix (factor x position) and the neuron loadings.")
+app.download_buttons(result.to_frame(), result.to_dict(), "factors", key="factors-matrix")
+st.download_button(
+    "Download loadings CSV (layer, neuron, one column per factor)",
+    lambda: result.loadings_frame().to_csv(index=False),
+    "factor_loadings.csv",
+    "text/csv",
+    key="factors-loadings",
+    on_click="ignore",
+)

@@ -1,0 +1,102 @@
+"""Top neurons: the most active feed-forward neurons at a token, and one neuron across the text."""
+
+import numpy as np
+import streamlit as st
+
+import app_support as app
+from ecco_core.highlight import factor_html
+
+st.header("🔬 Top neurons")
+app.intro(
+    "This page shows single feed-forward neurons: which ones fire hardest at a token you pick, and "
+    "where in the text one neuron fires.",
+    "Pick a token to list its most active neurons (L = layer, N = neuron); pick one of them to "
+    "tint the text by that neuron, purple where it is positive and orange where it is negative.",
+)
+app.show_run_error()
+seq = app.current_seq()
+if seq.activations is None:
+    st.info("This run has no neuron activations. Run it again with the default settings.")
+    st.stop()
+
+layers = list(seq.activation_layers)
+pick, count, span = st.columns([1.6, 1, 1.2])
+with pick:
+    position = app.position_picker(
+        seq, "neurons_position", first=0, default=seq.n_input_tokens - 1, label="Token"
+    )
+k = count.slider("How many neurons", 5, 50, 15, key="neurons_k")
+low, high = (
+    span.slider(
+        "Layers",
+        layers[0],
+        layers[-1],
+        (layers[0], layers[-1]),
+        key="neurons_layers",
+        help="The last layers' neurons are the largest; narrow the range to see earlier ones.",
+    )
+    if len(layers) > 1
+    else (layers[0], layers[0])
+)
+
+relative = st.toggle(
+    "Rank by how much more than usual the neuron fires here",
+    True,
+    key="neurons_relative",
+    help="Subtracts each neuron's mean over the text, hiding neurons that are large at every token.",
+)
+top = app.keep_last_good(
+    "neurons-top",
+    lambda: app.compute(
+        seq,
+        "neurons.top_neurons",
+        position=position,
+        k=k,
+        from_layer=low,
+        to_layer=high + 1,
+        relative=relative,
+    ),
+)
+if top is None:
+    st.stop()
+chart, table = st.columns([1.3, 1])
+chart.plotly_chart(top.figure(), width="stretch", key="neurons_top_chart")
+with table:
+    st.dataframe(top.to_frame(), hide_index=True, width="stretch", height=360)
+    app.download_buttons(top.to_frame(), top.to_dict(), f"top_neurons_{position}", key="neurons-top")
+
+st.subheader("One neuron across the text")
+listed = [f"L{layer} · N{neuron}" for layer, neuron in zip(top.layers, top.neurons)]
+choice = st.selectbox("Neuron", [*listed, "Another neuron…"], key="neurons_choice")
+if choice == "Another neuron…":
+    left, right = st.columns(2)
+    layer = left.selectbox("Layer", layers, index=len(layers) - 1, key="neurons_layer")
+    neuron = right.number_input("Neuron", 0, seq.activations.shape[1] - 1, 0, key="neurons_index")
+else:
+    index = listed.index(choice)
+    layer, neuron = int(top.layers[index]), int(top.neurons[index])
+
+trace = app.keep_last_good(
+    "neurons-trace",
+    lambda: app.compute(seq, "neurons.neuron_activations", layer=int(layer), neuron=int(neuron)),
+)
+if trace is None:
+    st.stop()
+values = trace.values  # (pos,)
+peak = float(np.abs(values).max()) or 1.0
+html = factor_html(
+    trace.tokens,
+    np.where(values > 0, 0, np.where(values < 0, 1, -1)),
+    np.abs(values) / peak,
+    ["#6a51a3", "#e6550d"],
+    trace.n_input_tokens,
+    ["positive", "negative"],
+)
+st.markdown(html, unsafe_allow_html=True)
+st.caption(
+    f"Layer {trace.layer}, neuron {trace.neuron}: largest {values.max():.3g} at "
+    f"{app.position_label(seq, int(values.argmax()))}, smallest {values.min():.3g}. "
+    "Hover a token for its value."
+)
+st.plotly_chart(trace.figure(), width="stretch", key="neurons_trace_chart")
+app.download_buttons(trace.to_frame(), trace.to_dict(), f"neuron_L{layer}_N{neuron}", key="neurons-trace")
