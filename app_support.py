@@ -142,6 +142,45 @@ def position_picker(
     )
 
 
+def token_picker(
+    seq: ecco_core.OutputSeq,
+    key: str,
+    first: int = 1,
+    last: int | None = None,
+    default: int | None = None,
+    label: str = "Position",
+) -> int:
+    """A position picked by clicking a token of the text (pills) or from a select box, kept in sync.
+
+    ``last`` may be ``seq.n_tokens``: the token after the text, which the model has not written.
+    """
+    last = seq.n_tokens - 1 if last is None else last
+    options = list(range(first, last + 1))
+    if not options:
+        st.info("This run has no position to pick here.")
+        st.stop()
+    box, pills = f"{key}::{seq.run_id}", f"{key}::{seq.run_id}::pills"
+    if box not in st.session_state:
+        st.session_state[box] = st.session_state[pills] = default if default in options else options[0]
+
+    def text(p: int) -> str:
+        return "⟨next⟩" if p >= seq.n_tokens else (seq.tokens[p].replace("\n", "↵") or "·")
+
+    def from_pills() -> None:  # clicking the chosen token again clears the pills: keep the position
+        if st.session_state[pills] is None:
+            st.session_state[pills] = st.session_state[box]
+        st.session_state[box] = st.session_state[pills]
+
+    def from_box() -> None:
+        st.session_state[pills] = st.session_state[box]
+
+    def describe(p: int) -> str:
+        return f"{p}: the token after the text" if p >= seq.n_tokens else position_label(seq, p)
+
+    st.pills("Click a token", options, format_func=text, key=pills, on_change=from_pills)
+    return st.selectbox(label, options, key=box, on_change=from_box, format_func=describe)
+
+
 def download_buttons(frame, data: dict, stem: str, key: str) -> None:
     """CSV and JSON downloads of a view's result."""
     left, right = st.columns(2)

@@ -541,6 +541,30 @@ def rankings_watch(
     )
 
 
+def parse_watch_text(text: str, leading_space: bool = True) -> list[str | int]:
+    """Candidate tokens from comma-separated text, as typed in the app.
+
+    Each item is stripped; with ``leading_space`` a word gets one leading space (" are", the
+    word inside a sentence). A quoted item ('are' or "are") is taken exactly as typed, and
+    ``#123`` is the token id 123.
+
+    >>> parse_watch_text("is, are, 'Are', #42")
+    [' is', ' are', 'Are', 42]
+    """
+    items: list[str | int] = []
+    for raw in text.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        if len(item) >= 2 and item[0] == item[-1] and item[0] in "'\"":
+            items.append(item[1:-1])
+        elif item.startswith("#") and item[1:].isdigit():
+            items.append(int(item[1:]))
+        else:
+            items.append(" " + item if leading_space else item)
+    return items
+
+
 def watch_token_ids(tokenizer, watch: int | str | Sequence[int | str], vocab_size: int) -> np.ndarray:
     """(cand,) int64 ids of watched tokens given as ids or single-token strings (duplicates dropped).
 

@@ -30,7 +30,7 @@ def compact_rank(rank: int) -> str:
     """1, 42, 613, 1.2k, 45k."""
     if rank < 1000:
         return str(int(rank))
-    return f"{rank / 1000:.1f}k" if rank < 10_000 else f"{rank // 1000}k"
+    return f"{rank / 1000:.1f}".removesuffix(".0") + "k" if rank < 10_000 else f"{rank // 1000}k"
 
 
 def _rank_colorbar(max_rank: int) -> dict:
@@ -43,7 +43,7 @@ def _rank_colorbar(max_rank: int) -> dict:
 
 
 def _layer_axis(layers: np.ndarray) -> dict:
-    step = max(1, int(np.ceil(len(layers) / 16)))  # at most ~16 tick labels
+    step = max(1, int(np.ceil(len(layers) / 40)))  # at most ~40 tick labels
     shown = list(range(0, len(layers), step))
     return {
         "title": {"text": LAYER_AXIS},
@@ -92,8 +92,10 @@ def layer_predictions_figure(pred: LayerPredictions, title: str | None = None) -
             y1=row + 0.5,
             line={"color": "#e8590c", "width": 2},
         )
-    target = f" → actual {spaced(pred.target_token)!s} (outlined)" if pred.target_id >= 0 else " → next token"
-    default = f"Predictions after {spaced(pred.context_token)} (position {pred.position}){target}"
+    target = (
+        f" → actual ‘{spaced(pred.target_token)}’ (outlined)" if pred.target_id >= 0 else " → the next token"
+    )
+    default = f"Predictions after ‘{spaced(pred.context_token)}’ at position {pred.position - 1}{target}"
     fig.update_xaxes(title={"text": "top predictions, most likely first"}, tickvals=list(range(1, k + 1)))
     fig.update_yaxes(**_layer_axis(pred.layers))
     return base_layout(fig, title if title is not None else default, _rows_height(n_layers))
@@ -166,9 +168,9 @@ def watch_heatmap_figure(watch: WatchRankings, title: str | None = None) -> go.F
             colorbar=_rank_colorbar(int(watch.ranks.max())),
         )
     )
-    fig.update_xaxes(title={"text": "watched token (␣ is a space)"}, side="top", type="category")
+    fig.update_xaxes(type="category")
     fig.update_yaxes(**_layer_axis(watch.layers))
-    default = f"Rank of each watched token at position {watch.position}, per layer"
+    default = f"Ranks at position {watch.position} (␣ = space)"
     return base_layout(fig, title if title is not None else default, _rows_height(n_layers, per_row=20))
 
 
@@ -187,7 +189,14 @@ def watch_lines_figure(watch: WatchRankings, title: str | None = None) -> go.Fig
                 "<extra></extra>",
             )
         )
-    fig.update_yaxes(type="log", autorange="reversed", title={"text": "rank (1 = top prediction)"})
+    decades = [10**d for d in range(int(np.log10(max(int(watch.ranks.max()), 1))) + 2)]
+    fig.update_yaxes(
+        type="log",
+        autorange="reversed",
+        title={"text": "rank (1 = top prediction)"},
+        tickvals=decades,
+        ticktext=[compact_rank(d) for d in decades],
+    )
     fig.update_xaxes(title={"text": LAYER_AXIS}, gridcolor="#eee")
     fig.update_layout(legend={"title": {"text": "watched token"}}, hovermode="x unified")
     default = f"Rank by layer at position {watch.position}"
