@@ -240,7 +240,7 @@ class LM:
         ids_np = ids.numpy().astype(np.int64)
         return OutputSeq(
             token_ids=ids_np,
-            tokens=readable_tokens(self.tokenizer, ids_np),
+            tokens=display_tokens(self.tokenizer, ids_np),
             n_input_tokens=int(n_input),
             model_type=self.model_type,
             model_name=self.name,
@@ -301,8 +301,8 @@ class LM:
         enc_np = encoder_ids.numpy().astype(np.int64)  # (enc_pos,)
         dec_np = decoder_ids.numpy().astype(np.int64)  # (dec_pos,)
         enc_tokens, dec_tokens = (
-            readable_tokens(self.tokenizer, enc_np),
-            readable_tokens(self.tokenizer, dec_np),
+            display_tokens(self.tokenizer, enc_np),
+            display_tokens(self.tokenizer, dec_np),
         )
         extras = {
             "encoder": {
@@ -366,6 +366,31 @@ class _AttentionImplementation:
     def __exit__(self, *exc) -> None:
         if self.implementation and self.previous and self.previous != self.implementation:
             self.model.set_attn_implementation(self.previous)
+
+
+_TIGHT_PUNCTUATION = set(".,!?;:%)]}'\"")
+
+
+def display_tokens(tokenizer, ids: np.ndarray) -> list[str]:
+    """Readable tokens; WordPiece pieces (BERT), which carry no spaces, get the word boundaries back.
+
+    A piece that starts a word gets a leading space (except the first token and closing
+    punctuation); a continuation piece loses its '##' prefix, so ``"".join(tokens)`` reads as text.
+    """
+    tokens = readable_tokens(tokenizer, ids)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if type(getattr(backend, "model", None)).__name__ != "WordPiece":
+        return tokens
+    prefix = getattr(backend.model, "continuing_subword_prefix", None) or "##"
+    spaced = []
+    for i, token in enumerate(tokens):
+        if token.startswith(prefix) and len(token) > len(prefix):
+            spaced.append(token[len(prefix) :])
+        elif i == 0 or not token or set(token) <= _TIGHT_PUNCTUATION:
+            spaced.append(token)
+        else:
+            spaced.append(" " + token)
+    return spaced
 
 
 def _arrays(rec) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:

@@ -99,7 +99,8 @@ def test_architecture_parts_of_bert(bert):
 
 def test_capture_shapes_and_conventions(bert, bert_seq):
     seq = bert_seq
-    assert seq.tokens == ["[CLS]", "the", "cat", "[MASK]", "on", "the", "mat", "##s", ".", "[SEP]"]
+    assert seq.tokens == ["[CLS]", " the", " cat", " [MASK]", " on", " the", " mat", "s", ".", " [SEP]"]
+    assert "".join(seq.tokens) == "[CLS] the cat [MASK] on the mats. [SEP]"  # word boundaries back
     n = seq.n_tokens
     assert seq.n_input_tokens == n and seq.n_output_tokens == 0 and seq.state_offset == 0
     assert seq.hidden_states.shape == (4, n, 32)
@@ -124,7 +125,7 @@ def test_hidden_states_match_the_models_own(bert, bert_seq):
 
 def test_masked_predictions_last_layer_is_the_models_argmax(bert, bert_seq):
     result = bert_seq.masked_predictions(topk=5)
-    assert result.position == 3 and result.token == "[MASK]"
+    assert result.position == 3 and result.token == " [MASK]"
     assert result.probs.shape == (4, 5) and result.token_ids.shape == (4, 5)
     with torch.no_grad():
         logits = bert.model(torch.tensor(bert_seq.token_ids)[None]).logits[0, 3]
@@ -134,7 +135,7 @@ def test_masked_predictions_last_layer_is_the_models_argmax(bert, bert_seq):
     assert np.all(np.diff(result.probs, axis=1) <= 0)  # best first
     frame = result.to_frame()
     assert len(frame) == 20 and set(frame["layer"]) == {0, 1, 2, 3}
-    assert result.to_dict()["token"] == "[MASK]"
+    assert result.to_dict()["token"] == " [MASK]"
     assert result.figure().data[0].z.shape == (4, 5)
 
 

@@ -31,7 +31,7 @@ def masked_predictions_figure(result: MaskedPredictions) -> go.Figure:
             hovertemplate="%{y}, rank %{x}<br>%{text}: %{z:.3f}<extra></extra>",
         )
     )
-    title = f"Predictions at position {result.position} ({visible_label(result.token)})"
+    title = f"Predictions at position {result.position} ({visible_label(result.token.strip())})"
     base_layout(fig, title, 90 + 28 * n_layers)
     fig.update_yaxes(autorange="reversed")
     return fig
