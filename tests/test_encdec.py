@@ -182,3 +182,22 @@ def test_save_and_load_keep_both_sides(lm, seq, tmp_path):
                 np.testing.assert_array_equal(back.extras[side][key], value)
             else:
                 assert back.extras[side][key] == value
+
+
+def test_a_saved_folder_loads_as_an_encoder_decoder(tmp_path):
+    """The hub path without a network: from_pretrained on a saved folder picks the seq2seq class."""
+    import ecco_core
+
+    source = tiny_enc_dec("t5")
+    source.model.save_pretrained(tmp_path)
+    source.tokenizer.save_pretrained(tmp_path)
+    lm = ecco_core.from_pretrained(str(tmp_path), device="cpu")
+    try:
+        assert lm.model_type == "enc-dec" and type(lm.model).__name__ == "T5ForConditionalGeneration"
+        seq = lm.generate(PROMPT, generate=3)
+        reference = source.generate(PROMPT, generate=3)
+        assert seq.token_ids.tolist() == reference.token_ids.tolist()
+    finally:  # forget only this model; others stay cached
+        from ecco_core import loading
+
+        loading._models.pop((str(tmp_path), "cpu", "torch.float32"), None)

@@ -187,3 +187,19 @@ def test_save_and_load_keeps_attention_layers(bert, tmp_path):
     back = type(seq).load(seq.save(tmp_path / "mlm"), lm=bert)
     assert back.attention_layers == [1] and back.model_type == "mlm"
     np.testing.assert_array_equal(back.attentions, seq.attentions)
+
+
+def test_a_saved_folder_loads_as_a_masked_lm(bert, tmp_path):
+    import ecco_core
+
+    bert.model.save_pretrained(tmp_path)
+    bert.tokenizer.save_pretrained(tmp_path)
+    lm = ecco_core.from_pretrained(str(tmp_path), device="cpu")
+    try:
+        assert lm.model_type == "mlm" and type(lm.model).__name__ == "BertForMaskedLM"
+        seq = lm(TEXT)
+        assert seq.masked_predictions(topk=3).token_ids.shape == (4, 3)
+    finally:  # forget only this model; others stay cached
+        from ecco_core import loading
+
+        loading._models.pop((str(tmp_path), "cpu", "torch.float32"), None)
