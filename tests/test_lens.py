@@ -326,3 +326,10 @@ def test_keys_to_the_cabinet(smol):
     logits = model_logits(smol, seq)[-1]
     assert watch.ranks[-1].tolist() == [argsort_rank(logits, i) for i in watch.watch_ids]
     assert watch.watch_tokens.tolist() == [" is", " are"]
+
+
+def test_a_saved_run_gives_the_same_lens(tiny_seq, tmp_path):
+    before = tiny_seq.rankings(include_prompt=True)
+    loaded = OutputSeq.load(tiny_seq.save(tmp_path / "run.npz"), lm=tiny_seq.lm)
+    assert not any(key.startswith("lens::") for key in loaded.extras)
+    np.testing.assert_array_equal(loaded.rankings(include_prompt=True).ranks, before.ranks)
