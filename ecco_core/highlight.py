@@ -172,3 +172,48 @@ def factor_html(
             title += f" · {names[f] if names else f'factor {f}'} {share:.2f}"
         parts.append(token_span(token, background, title=title, attrs=f'data-pos="{pos}"'))
     return f'<div class="ecco-text" style="line-height:1.9">{"".join(parts)}</div>'
+
+
+def saliency_bars_html(
+    tokens: Sequence[str],
+    values: np.ndarray,
+    explained: int,
+    n_input_tokens: int | None = None,
+    unit: str = "",
+) -> str:
+    """Escaped HTML of ecco's detailed saliency view: each earlier token with a bar and its value.
+
+    Args:
+        tokens: pos strings.
+        values: (pos,) scores of the tokens before ``explained`` (later ones are not shown).
+        explained: position of the explained token (outlined at the end).
+        n_input_tokens: where the ▶ marker between prompt and generated text goes.
+        unit: what the values mean, for the hover title.
+    """
+    values = np.asarray(values, dtype=float)
+    top = float(np.max(np.abs(values[:explained]), initial=0.0)) or 1.0
+    cells = []
+    for pos in range(explained + 1):
+        if n_input_tokens is not None and pos == n_input_tokens:
+            cells.append('<span class="out-marker" title="generated text starts here">▶</span>')
+        is_target = pos == explained
+        value = 0.0 if is_target else float(values[pos])
+        share = min(abs(value) / top, 1.0)
+        color = "#e4572e" if value < 0 else "#6a3d9a"
+        bar = (
+            f'<span style="display:block;height:4px;width:{100 * share:.0f}%;background:{color};'
+            'border-radius:2px;margin-top:2px"></span>'
+        )
+        label = "explained" if is_target else f"{value:.3f}"
+        token = token_span(
+            tokens[pos],
+            "transparent" if not is_target else "#fff3b0",
+            title=f"{pos}: {tokens[pos]!r} = {value:.4g} {unit}".strip(),
+            style="outline:2px solid #c9a400;" if is_target else "",
+        )
+        cells.append(
+            '<span style="display:inline-flex;flex-direction:column;align-items:stretch;margin:2px 3px;'
+            f'min-width:2.4em;vertical-align:top">{token}{bar}'
+            f'<span style="font-size:0.7rem;color:#555;font-family:monospace">{label}</span></span>'
+        )
+    return f'<div class="ecco-text ecco-bars" style="line-height:1.4">{"".join(cells)}</div>'
