@@ -2,6 +2,10 @@
 
 Everything here is a pure function of ``seq.activations`` (layer, neuron, pos); nothing re-runs the
 model. Results are dataclasses of numpy arrays that pickle and hold no reference to the run.
+
+On an encoder-decoder, ``side='decoder'`` (the default) reads the decoder's activations and
+``side='encoder'`` the encoder's (``seq.side``). Positions then index that stack's own tokens
+(``Stack.tokens``): 0 is the first encoder token, or the decoder's start token.
 """
 
 from __future__ import annotations
@@ -18,28 +22,78 @@ from .output import OutputSeq
 
 POSITIONS = ("all", "input", "output")
 METHODS = ("nmf", "pca")
+SIDES = ("decoder", "encoder")
 RANDOM_STATE = 0
 
 
+# ----- one stack's data -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Stack:
+    """One stack's arrays and the tokens along their position axis (see ``stack``)."""
+
+    name: str
+    """'encoder' or 'decoder' on an encoder-decoder run; '' on causal and masked LMs."""
+    tokens: list[str]
+    """pos strings: the tokens along the arrays' position axis."""
+    n_input_tokens: int
+    """How many of ``tokens`` were not generated (the prompt; all the encoder's; the decoder's start)."""
+    activations: np.ndarray | None
+    """(layer, neuron, pos) FFN activations, or None."""
+    activation_layers: list[int]
+    hidden_states: np.ndarray | None
+    """(layer + 1, pos, d_model) residual stream, or None."""
+    special: np.ndarray | None
+    """(pos,) bool special tokens, or None."""
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.tokens)
+
+
+def stack(seq: OutputSeq, side: str = "decoder") -> Stack:
+    """The arrays of one stack: the encoder's or the decoder's on an encoder-decoder, else the run's."""
+    if side not in SIDES:
+        raise InputError(f"side must be one of {SIDES}, not {side!r}.")
+    data = seq.side(side)  # ModelTypeError for 'encoder' on a model without one
+    tokens = list(data["tokens"])
+    enc_dec = seq.model_type == "enc-dec"
+    offset = seq.state_offset if side == "decoder" else 0
+    n_input = len(tokens) if side == "encoder" else min(1, len(tokens)) if enc_dec else seq.n_input_tokens
+    special = None if seq.special is None else np.asarray(seq.special, dtype=bool)
+    return Stack(
+        name=side if enc_dec else "",
+        tokens=tokens,
+        n_input_tokens=n_input,
+        activations=data["activations"],
+        activation_layers=list(data["activation_layers"]),
+        hidden_states=data["hidden_states"],
+        special=None if special is None else special[offset : offset + len(tokens)],  # (pos,)
+    )
+
+
 # ----- selecting the matrix ---------------------------------------------------------------------
-def require_activations(seq: OutputSeq) -> np.ndarray:
-    """(layer, neuron, pos) activations of the run, or an EccoError saying how to capture them."""
-    if seq.activations is None or seq.activations.size == 0:
+def require_activations(seq: OutputSeq, side: str = "decoder") -> np.ndarray:
+    """(layer, neuron, pos) activations of ``side``, or an EccoError saying how to capture them."""
+    acts = stack(seq, side).activations
+    if acts is None or acts.size == 0:
+        where = f" of the {side}" if seq.model_type == "enc-dec" else ""
         raise EccoError(
-            "This run has no FFN neuron activations. Run the model again without "
+            f"This run has no FFN neuron activations{where}. Run the model again without "
             "activation_layers=[] (the default captures every layer)."
         )
-    return seq.activations
+    return acts
 
 
-def layer_indices(seq: OutputSeq, from_layer: int | None = None, to_layer: int | None = None) -> list[int]:
-    """Indices into ``seq.activations`` of the model layers ``from_layer <= layer < to_layer``.
+def layer_indices(
+    seq: OutputSeq, from_layer: int | None = None, to_layer: int | None = None, side: str = "decoder"
+) -> list[int]:
+    """Indices into ``side``'s activations of the model layers ``from_layer <= layer < to_layer``.
 
     Layers are model layer numbers (as in ``seq.activation_layers``); ``to_layer`` is exclusive, as
     in ecco. None means from the first / to past the last captured layer.
     """
-    require_activations(seq)
-    layers = list(seq.activation_layers)
+    require_activations(seq, side)
+    layers = stack(seq, side).activation_layers
     low = layers[0] if from_layer is None else int(from_layer)
     high = layers[-1] + 1 if to_layer is None else int(to_layer)
     chosen = [i for i, layer in enumerate(layers) if low <= layer < high]
@@ -51,19 +105,23 @@ def layer_indices(seq: OutputSeq, from_layer: int | None = None, to_layer: int |
     return chosen
 
 
-def position_indices(seq: OutputSeq, positions: str = "all", skip_first: bool = False) -> np.ndarray:
-    """(position,) indices of the sequence positions 'all', 'input' (prompt) or 'output' (generated)."""
+def position_indices(
+    seq: OutputSeq, positions: str = "all", skip_first: bool = False, side: str = "decoder"
+) -> np.ndarray:
+    """(position,) indices of ``side``'s positions 'all', 'input' (prompt) or 'output' (generated)."""
     if positions not in POSITIONS:
         raise InputError(f"positions must be one of {POSITIONS}, not {positions!r}.")
+    view = stack(seq, side)
     start = 1 if skip_first else 0
-    low, high = {"all": (0, seq.n_tokens), "input": (0, seq.n_input_tokens)}.get(
-        positions, (seq.n_input_tokens, seq.n_tokens)
+    low, high = {"all": (0, view.n_tokens), "input": (0, view.n_input_tokens)}.get(
+        positions, (view.n_input_tokens, view.n_tokens)
     )
     chosen = np.arange(max(low, start), high)
     if len(chosen) == 0:
         what = "generated tokens" if positions == "output" else "positions"
+        where = f" on the {side} side" if view.name else ""
         raise PositionError(
-            f"There are no {what} to factorise (positions={positions!r}"
+            f"There are no {what}{where} to factorise (positions={positions!r}"
             f"{', first token left out' if skip_first else ''}). Generate some tokens or pick 'all'."
         )
     return chosen
@@ -81,7 +139,7 @@ class Factorization:
     positions: np.ndarray
     """(position,) the sequence position of each column of ``components``."""
     tokens: list[str]
-    """All tokens of the run (not only the chosen positions), so the whole text can be painted."""
+    """All tokens of the factorised stack (not only the chosen positions), so its text can be painted."""
     n_input_tokens: int
     layers: list[int]
     """The model layers the loadings' second axis holds."""
@@ -97,6 +155,8 @@ class Factorization:
     """Share of the selected activations' total |value| that was negative (and clipped to 0)."""
     special: np.ndarray | None = field(default=None, repr=False)
     """(pos,) bool special tokens of the run, for painting."""
+    side: str = ""
+    """'encoder' or 'decoder' on an encoder-decoder run; '' otherwise."""
 
     @property
     def n_factors(self) -> int:
@@ -140,6 +200,7 @@ class Factorization:
         """JSON-ready data for the factor explorer: tokens, factor values per token, top neurons."""
         return {
             "method": self.method,
+            "side": self.side,
             "tokens": list(self.tokens),
             "n_input_tokens": int(self.n_input_tokens),
             "positions": self.positions.tolist(),
@@ -224,10 +285,10 @@ def top_indices(values: np.ndarray, k: int) -> np.ndarray:
 
 
 def activation_matrix(
-    seq: OutputSeq, layer_idx: list[int], positions: np.ndarray
+    seq: OutputSeq, layer_idx: list[int], positions: np.ndarray, side: str = "decoder"
 ) -> tuple[np.ndarray, float, float]:
     """(layer * neuron, position) clipped activations, plus the negative share and mass clipped."""
-    acts = require_activations(seq)[layer_idx][:, :, positions]  # (layer, neuron, position)
+    acts = require_activations(seq, side)[layer_idx][:, :, positions]  # (layer, neuron, position)
     matrix = acts.reshape(-1, len(positions)).astype(np.float64)  # (layer * neuron, position)
     negative = matrix < 0
     total = np.abs(matrix).sum()
@@ -258,6 +319,7 @@ def run_nmf(
     positions: str = "all",
     method: str = "nmf",
     skip_first: bool = False,
+    side: str = "decoder",
 ) -> Factorization:
     """Factorise the FFN activations into ``n_components`` patterns over the text (ecco's ``run_nmf``).
 
@@ -274,32 +336,35 @@ def run_nmf(
         method: 'nmf' or 'pca'.
         skip_first: leave out position 0, whose activations are often 10-100x the others
             (the attention-sink token) and otherwise take a factor of their own.
+        side: encoder-decoders: 'decoder' or 'encoder' activations (positions index that side).
 
     Raises:
         ComponentsError, InputError, PositionError, NumericalError.
     """
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}, not {method!r}.")
-    layer_idx = layer_indices(seq, from_layer, to_layer)
-    chosen = position_indices(seq, positions, skip_first)
-    matrix, neg_share, neg_mass = activation_matrix(seq, layer_idx, chosen)
+    view = stack(seq, side)
+    layer_idx = layer_indices(seq, from_layer, to_layer, side)
+    chosen = position_indices(seq, positions, skip_first, side)
+    matrix, neg_share, neg_mass = activation_matrix(seq, layer_idx, chosen, side)
     check_components(int(n_components), matrix.shape[1], matrix.shape[0])
     fit = _fit_pca if method == "pca" else _fit_nmf
     components, loadings, error, explained = fit(matrix.T, int(n_components))  # (factor, position)
-    n_neurons = seq.activations.shape[1]
+    n_neurons = view.activations.shape[1]
     return Factorization(
         components=components.astype(np.float32),
         loadings=loadings.reshape(len(components), len(layer_idx), n_neurons).astype(np.float32),
         positions=chosen,
-        tokens=list(seq.tokens),
-        n_input_tokens=seq.n_input_tokens,
-        layers=[seq.activation_layers[i] for i in layer_idx],
+        tokens=view.tokens,
+        n_input_tokens=view.n_input_tokens,
+        layers=[view.activation_layers[i] for i in layer_idx],
         method=method,
         fit_error=error,
         explained_variance=explained,
         negative_share=neg_share,
         negative_mass=neg_mass,
-        special=None if seq.special is None else np.asarray(seq.special, dtype=bool),
+        special=view.special,
+        side=view.name,
     )
 
 
@@ -362,6 +427,8 @@ class TopNeurons:
     """(k,) activation minus the neuron's mean over the run's positions."""
     relative: bool = False
     """True: ranked by ``above_mean`` (what is special about this token); False: by ``values``."""
+    side: str = ""
+    """'encoder' or 'decoder' on an encoder-decoder run (``position`` indexes that side's tokens)."""
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(
@@ -372,6 +439,7 @@ class TopNeurons:
     def to_dict(self) -> dict:
         return {
             "position": int(self.position),
+            "side": self.side,
             "token": self.token,
             "relative": bool(self.relative),
             "neurons": self.to_frame().to_dict("records"),
@@ -383,12 +451,15 @@ class TopNeurons:
         return top_neurons_bar(self)
 
 
-def check_position(seq: OutputSeq, position: int) -> int:
+def check_position(seq: OutputSeq, position: int, side: str = "decoder") -> int:
+    """``position`` (negative from the end) as an index into ``side``'s tokens, or a PositionError."""
+    view = stack(seq, side)
     position = int(position)
     if position < 0:
-        position += seq.n_tokens
-    if not 0 <= position < seq.n_tokens:
-        raise PositionError(f"position must be in 0..{seq.n_tokens - 1} (or negative from the end).")
+        position += view.n_tokens
+    if not 0 <= position < view.n_tokens:
+        where = f" (an index into the {side}'s {view.n_tokens} tokens)" if view.name else ""
+        raise PositionError(f"position must be in 0..{view.n_tokens - 1}{where} (or negative from the end).")
     return position
 
 
@@ -399,30 +470,33 @@ def top_neurons(
     from_layer: int | None = None,
     to_layer: int | None = None,
     relative: bool = False,
+    side: str = "decoder",
 ) -> TopNeurons:
     """The ``k`` neurons (over the chosen layers) with the largest activation at ``position``.
 
     With ``relative=True`` they are ranked by activation minus the neuron's mean over the run, which
     hides neurons that are large everywhere (common in the last layers) and shows what fires for
-    this token in particular.
+    this token in particular. On an encoder-decoder ``position`` indexes ``side``'s tokens.
     """
     if int(k) < 1:
         raise InputError(f"k must be at least 1, not {k}.")
-    position = check_position(seq, position)
-    layer_idx = layer_indices(seq, from_layer, to_layer)
-    acts = require_activations(seq)[layer_idx]  # (layer, neuron, pos)
+    view = stack(seq, side)
+    position = check_position(seq, position, side)
+    layer_idx = layer_indices(seq, from_layer, to_layer, side)
+    acts = require_activations(seq, side)[layer_idx]  # (layer, neuron, pos)
     at_pos = acts[:, :, position].ravel()  # (layer * neuron,)
     above = at_pos - acts.mean(axis=2).ravel()  # (layer * neuron,)
     order = top_indices(above if relative else at_pos, int(k))
     layer_pos, neuron = np.unravel_index(order, acts.shape[:2])
     return TopNeurons(
         position=position,
-        token=seq.tokens[position],
-        layers=np.asarray([seq.activation_layers[i] for i in layer_idx])[layer_pos],
+        token=view.tokens[position],
+        layers=np.asarray([view.activation_layers[i] for i in layer_idx])[layer_pos],
         neurons=neuron.astype(np.int64),
         values=at_pos[order].astype(np.float32),
         above_mean=above[order].astype(np.float32),
         relative=bool(relative),
+        side=view.name,
     )
 
 
@@ -456,17 +530,17 @@ class NeuronTrace:
         return neuron_trace_figure(self)
 
 
-def neuron_activations(seq: OutputSeq, layer: int, neuron: int) -> NeuronTrace:
-    """The activation of neuron ``neuron`` of model layer ``layer`` across the run's positions."""
-    acts = require_activations(seq)
-    if int(layer) not in seq.activation_layers:
+def neuron_activations(seq: OutputSeq, layer: int, neuron: int, side: str = "decoder") -> NeuronTrace:
+    """The activation of neuron ``neuron`` of model layer ``layer`` across ``side``'s positions."""
+    acts = require_activations(seq, side)
+    view = stack(seq, side)
+    layers = view.activation_layers
+    if int(layer) not in layers:
+        where = f" on the {side} side" if view.name else ""
         raise InputError(
-            f"Layer {layer} was not captured; this run has layers {seq.activation_layers[0]}.."
-            f"{seq.activation_layers[-1]}."
+            f"Layer {layer} was not captured; this run has layers {layers[0]}..{layers[-1]}{where}."
         )
     if not 0 <= int(neuron) < acts.shape[1]:
         raise InputError(f"neuron must be in 0..{acts.shape[1] - 1}, not {neuron}.")
-    values = acts[seq.activation_layers.index(int(layer)), int(neuron)]  # (pos,)
-    return NeuronTrace(
-        int(layer), int(neuron), values.astype(np.float32), list(seq.tokens), seq.n_input_tokens
-    )
+    values = acts[layers.index(int(layer)), int(neuron)]  # (pos,)
+    return NeuronTrace(int(layer), int(neuron), values.astype(np.float32), view.tokens, view.n_input_tokens)

@@ -155,6 +155,8 @@ class LayerSimilarity:
     """How many positions were compared."""
     note: str = ""
     """What the reader should know about this matrix (reductions, symmetrising)."""
+    side: str = ""
+    """'encoder' or 'decoder' on an encoder-decoder run; '' otherwise."""
 
     def labels(self) -> list[str]:
         if self.source == "hidden":
@@ -183,6 +185,7 @@ class LayerSimilarity:
         return {
             "method": self.method,
             "source": self.source,
+            "side": self.side,
             "layers": self.labels(),
             "n_positions": int(self.n_positions),
             "matrix": self.matrix.astype(float).tolist(),
@@ -195,17 +198,24 @@ class LayerSimilarity:
         return similarity_heatmap(self)
 
 
-def representations(seq: OutputSeq, source: str = "hidden") -> tuple[np.ndarray, list[int]]:
-    """(layer, pos, features) stacked representations of ``source`` and their layer numbers."""
-    if source == "hidden":
-        if seq.hidden_states is None:
-            raise InputError("This run has no hidden states.")
-        return seq.hidden_states, list(range(seq.hidden_states.shape[0]))
-    if source == "ffn":
-        from .neurons import require_activations
+def representations(
+    seq: OutputSeq, source: str = "hidden", side: str = "decoder"
+) -> tuple[np.ndarray, list[int]]:
+    """(layer, pos, features) stacked representations of ``source`` and their layer numbers.
 
-        ffn = require_activations(seq).transpose(0, 2, 1)  # (layer, pos, neuron)
-        return ffn, list(seq.activation_layers)
+    On an encoder-decoder ``side`` picks the 'decoder' (default) or 'encoder' stack; pos is that
+    stack's tokens.
+    """
+    from .neurons import require_activations, stack
+
+    if source == "hidden":
+        hidden = stack(seq, side).hidden_states
+        if hidden is None:
+            raise InputError("This run has no hidden states.")
+        return hidden, list(range(hidden.shape[0]))
+    if source == "ffn":
+        ffn = require_activations(seq, side).transpose(0, 2, 1)  # (layer, pos, neuron)
+        return ffn, list(stack(seq, side).activation_layers)
     raise InputError(f"source must be one of {SOURCES}, not {source!r}.")
 
 
@@ -216,6 +226,7 @@ def layer_similarity(
     dims: int = 20,
     skip_first: bool = True,
     normalize: bool = False,
+    side: str = "decoder",
 ) -> LayerSimilarity:
     """Layer x layer similarity of the run's hidden states or FFN activations.
 
@@ -229,13 +240,18 @@ def layer_similarity(
             stream through RMSNorm / LayerNorm, so this is what the next layer sees (up to the norm's
             centring and learned gain); without it a few tokens with 10x the usual norm
             ("massive activations") decide the score.
+        side: encoder-decoders: compare the 'decoder' (default) or the 'encoder' stack's layers.
     """
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}, not {method!r}.")
-    reps, layers = representations(seq, source)
+    reps, layers = representations(seq, source, side)
     reps = (reps[:, 1:] if skip_first else reps).astype(np.float64)  # (layer, pos, features)
     if reps.shape[1] < 3:
-        raise InputError(f"Layer similarity needs at least 3 positions; this run has {reps.shape[1]}.")
+        where = f" on the {side} side" if seq.model_type == "enc-dec" else ""
+        raise InputError(
+            f"Layer similarity needs at least 3 positions; this run has {reps.shape[1]}{where}"
+            f"{' (first token left out)' if skip_first else ''}."
+        )
     if normalize:
         norms = np.linalg.norm(reps, axis=2, keepdims=True)  # (layer, pos, 1)
         reps = reps / np.where(norms > 0, norms, 1.0)
@@ -243,7 +259,8 @@ def layer_similarity(
     note = _note(method, reps.shape, dims) + (
         " Every token was scaled to unit length first." if normalize else ""
     )
-    return LayerSimilarity(matrix, layers, method, source, reps.shape[1], note)
+    side_name = side if seq.model_type == "enc-dec" else ""
+    return LayerSimilarity(matrix, layers, method, source, reps.shape[1], note, side_name)
 
 
 def _cka_matrix(reps: np.ndarray) -> np.ndarray:

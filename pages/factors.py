@@ -5,13 +5,8 @@ import pandas as pd
 import streamlit as st
 
 import app_support as app
-from ecco_core.figures.neurons import (
-    factor_color,
-    factor_heatmap,
-    factor_names,
-    factor_sparklines,
-    factor_top_neurons_bar,
-)
+from ecco_core import neurons
+from ecco_core.figures import neurons as figs
 from ecco_core.highlight import factor_html
 
 st.header("🧬 Neuron factors")
@@ -23,12 +18,16 @@ app.intro(
 )
 app.show_run_error()
 seq = app.current_seq()
-if seq.activations is None or seq.n_tokens < 3:
-    st.info("This view needs neuron activations of at least 3 tokens. Run a longer text.")
-    st.stop()
 
-layers = list(seq.activation_layers)
 top, middle, right = st.columns([1, 1, 1.4])
+side, positions = "decoder", "all"
+if seq.model_type == "enc-dec":  # each stack's own tokens; the encoder's need no generation
+    side = middle.radio("Stack", neurons.SIDES, format_func=str.title, horizontal=True, key="factors_side")
+stack = neurons.stack(seq, side)
+if stack.activations is None or stack.n_tokens < 3:
+    st.info(f"This view needs activations of 3 tokens or more ({stack.n_tokens} here): run longer text.")
+    st.stop()
+layers = stack.activation_layers
 method = top.radio(
     "Factorisation",
     ["nmf", "pca"],
@@ -37,20 +36,21 @@ method = top.radio(
     key="factors_method",
     help="NMF finds non-negative parts that add up; PCA finds signed directions of largest variance.",
 )
-positions = middle.radio(
-    "Positions",
-    ["all", "input", "output"],
-    format_func={"all": "all", "input": "prompt", "output": "generated"}.get,
-    horizontal=True,
-    key="factors_positions",
-)
+if not stack.name:
+    positions = middle.radio(
+        "Positions",
+        ["all", "input", "output"],
+        format_func={"all": "all", "input": "prompt", "output": "generated"}.get,
+        horizontal=True,
+        key="factors_positions",
+    )
 low, high = (
-    right.slider("Layers", layers[0], layers[-1], (layers[0], layers[-1]), key="factors_layers")
+    right.slider("Layers", layers[0], layers[-1], (layers[0], layers[-1]), key=f"factors_layers::{side}")
     if len(layers) > 1
     else (layers[0], layers[0])
 )
 left, toggle = st.columns([1, 1.4])
-most = max(3, min(20, seq.n_tokens - 1))
+most = max(3, min(20, stack.n_tokens - 1))
 n_components = left.slider("Number of factors", 2, most, min(8, most), key="factors_k")
 skip_first = toggle.toggle(
     "Leave out the first token",
@@ -71,11 +71,12 @@ result = app.keep_last_good(
         positions=positions,
         method=method,
         skip_first=skip_first,
+        side=side,
     ),
 )
 if result is None:
     st.stop()
-names = factor_names(result.n_factors, result.method)
+names = figs.factor_names(result.n_factors, result.method)
 fit = f"The factors reproduce the activations up to a {100 * result.fit_error:.0f}% error."
 st.caption(f"**Clipping.** {result.clipping_note()} {fit}")
 
@@ -92,7 +93,7 @@ choice = st.radio(
 full = result.full_components()  # (factor, pos)
 peak = np.abs(full).max(axis=1, keepdims=True)  # (factor, 1)
 share = np.abs(full) / np.where(peak > 0, peak, 1.0)  # (factor, pos) in [0, 1]
-colors = [factor_color(f) for f in range(result.n_factors)]
+colors = [figs.factor_color(f) for f in range(result.n_factors)]
 if choice == "all":
     strongest = result.strongest_factor()
     strength = share[np.maximum(strongest, 0), np.arange(full.shape[1])]
@@ -118,10 +119,10 @@ if result.signed:
     st.caption("PCA scores are signed: grey marks tokens on the negative side of the chosen component.")
 
 selected = None if choice == "all" else int(choice)
-st.plotly_chart(factor_sparklines(result, selected), width="stretch", key="factors_sparklines")
+st.plotly_chart(figs.factor_sparklines(result, selected), width="stretch", key="factors_sparklines")
 
 heatmap, neurons_col = st.columns([1.5, 1])
-heatmap.plotly_chart(factor_heatmap(result), width="stretch", key="factors_heatmap")
+heatmap.plotly_chart(figs.factor_heatmap(result), width="stretch", key="factors_heatmap")
 with neurons_col:
     if selected is None:
         st.markdown("**Top neurons of each factor** (layer · neuron · loading)")
@@ -129,7 +130,7 @@ with neurons_col:
         st.dataframe(pd.concat(frames), hide_index=True, width="stretch", height=360)
     else:
         frame = result.top_neurons(selected, 12)
-        st.plotly_chart(factor_top_neurons_bar(frame, selected, result.method), width="stretch")
+        st.plotly_chart(figs.factor_top_neurons_bar(frame, selected, result.method), width="stretch")
 
 st.markdown("**Downloads:** the factor matrix (factor x position) and the neuron loadings.")
 app.download_buttons(result.to_frame(), result.to_dict(), "factors", key="factors-matrix")

@@ -4,6 +4,7 @@ import numpy as np
 import streamlit as st
 
 import app_support as app
+from ecco_core import neurons
 from ecco_core.highlight import factor_html
 
 st.header("🔬 Top neurons")
@@ -15,16 +16,32 @@ app.intro(
 )
 app.show_run_error()
 seq = app.current_seq()
-if seq.activations is None:
+side = "decoder"
+if seq.model_type == "enc-dec":  # each stack's own tokens; the encoder's need no generation
+    side = st.radio("Stack", neurons.SIDES, format_func=str.title, horizontal=True, key="neurons_side")
+stack = neurons.stack(seq, side)
+if stack.activations is None:
     st.info("This run has no neuron activations. Run it again with the default settings.")
     st.stop()
 
-layers = list(seq.activation_layers)
+
+def token_label(p: int) -> str:
+    """'p: token (prompt / start / output)' for index ``p`` of the chosen stack's tokens."""
+    kind = "output" if p >= stack.n_input_tokens else "start" if stack.name == "decoder" else "prompt"
+    token = stack.tokens[p].replace("\n", "↵")
+    return f"{p}: {token!r} ({kind})"
+
+
+layers, stem = stack.activation_layers, f"_{stack.name}" if stack.name else ""
 pick, count, span = st.columns([1.6, 1, 1.2])
-with pick:
-    position = app.position_picker(
-        seq, "neurons_position", first=0, default=seq.n_input_tokens - 1, label="Token"
-    )
+default = max(stack.n_input_tokens - 1, min(1, stack.n_tokens - 1))
+position = pick.selectbox(
+    "Token",
+    range(stack.n_tokens),
+    default,
+    format_func=token_label,
+    key=f"neurons_position::{seq.run_id}::{side}",
+)
 k = count.slider("How many neurons", 5, 50, 15, key="neurons_k")
 low, high = (
     span.slider(
@@ -55,6 +72,7 @@ top = app.keep_last_good(
         from_layer=low,
         to_layer=high + 1,
         relative=relative,
+        side=side,
     ),
 )
 if top is None:
@@ -63,7 +81,7 @@ chart, table = st.columns([1.3, 1])
 chart.plotly_chart(top.figure(), width="stretch", key="neurons_top_chart")
 with table:
     st.dataframe(top.to_frame(), hide_index=True, width="stretch", height=360)
-    app.download_buttons(top.to_frame(), top.to_dict(), f"top_neurons_{position}", key="neurons-top")
+    app.download_buttons(top.to_frame(), top.to_dict(), f"top_neurons{stem}_{position}", key="neurons-top")
 
 st.subheader("One neuron across the text")
 listed = [f"L{layer} · N{neuron}" for layer, neuron in zip(top.layers, top.neurons)]
@@ -71,14 +89,14 @@ choice = st.selectbox("Neuron", [*listed, "Another neuron…"], key="neurons_cho
 if choice == "Another neuron…":
     left, right = st.columns(2)
     layer = left.selectbox("Layer", layers, index=len(layers) - 1, key="neurons_layer")
-    neuron = right.number_input("Neuron", 0, seq.activations.shape[1] - 1, 0, key="neurons_index")
+    neuron = right.number_input("Neuron", 0, stack.activations.shape[1] - 1, 0, key="neurons_index")
 else:
     index = listed.index(choice)
     layer, neuron = int(top.layers[index]), int(top.neurons[index])
 
 trace = app.keep_last_good(
     "neurons-trace",
-    lambda: app.compute(seq, "neurons.neuron_activations", layer=int(layer), neuron=int(neuron)),
+    lambda: app.compute(seq, "neurons.neuron_activations", layer=int(layer), neuron=int(neuron), side=side),
 )
 if trace is None:
     st.stop()
@@ -95,8 +113,10 @@ html = factor_html(
 st.markdown(html, unsafe_allow_html=True)
 st.caption(
     f"Layer {trace.layer}, neuron {trace.neuron}: largest {values.max():.3g} at "
-    f"{app.position_label(seq, int(values.argmax()))}, smallest {values.min():.3g}. "
+    f"{token_label(int(values.argmax()))}, smallest {values.min():.3g}. "
     "Hover a token for its value."
 )
 st.plotly_chart(trace.figure(), width="stretch", key="neurons_trace_chart")
-app.download_buttons(trace.to_frame(), trace.to_dict(), f"neuron_L{layer}_N{neuron}", key="neurons-trace")
+app.download_buttons(
+    trace.to_frame(), trace.to_dict(), f"neuron{stem}_L{layer}_N{neuron}", key="neurons-trace"
+)

@@ -4,6 +4,7 @@ import numpy as np
 import streamlit as st
 
 import app_support as app
+from ecco_core.neurons import SIDES
 
 METHODS = {
     "cka": "CKA (linear)",
@@ -27,6 +28,9 @@ app.intro(
 )
 app.show_run_error()
 seq = app.current_seq()
+side = "decoder"
+if seq.model_type == "enc-dec":  # compare the layers of one stack; the encoder's need no generation
+    side = st.radio("Stack", SIDES, format_func=str.title, horizontal=True, key="similarity_side")
 
 left, middle, right = st.columns([1.6, 1.1, 1.3])
 method = left.radio(
@@ -68,6 +72,7 @@ result = app.keep_last_good(
         dims=dims,
         skip_first=skip_first,
         normalize=normalize,
+        side=side,
     ),
 )
 if result is None:
@@ -85,4 +90,9 @@ if method != "cka":
         "With only a few dozen tokens the CCA-family scores run high for any pair of layers; "
         "compare the squares with each other rather than with a fixed threshold."
     )
-app.download_buttons(result.to_frame(), result.to_dict(), f"layer_similarity_{method}_{source}", key="sim")
+app.download_buttons(
+    result.to_frame(),
+    result.to_dict(),
+    f"layer_similarity_{method}_{source}{'_' + result.side if result.side else ''}",
+    key="sim",
+)

@@ -97,8 +97,6 @@ def test_every_page_works_or_says_why_not_on_the_encoder(encoder_app):
 
 
 PAGE_FILES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "pages").glob("*.py"))
-# Pages whose engine module still indexes activations by whole-sequence position (see the report).
-ENC_DEC_PENDING = {"pages/factors.py", "pages/neurons.py"}
 
 
 @pytest.fixture(scope="module", params=["t5", "bart"])
@@ -112,15 +110,7 @@ def enc_dec_app(request):
     return at
 
 
-@pytest.mark.parametrize(
-    "page",
-    [
-        pytest.param(p, marks=pytest.mark.xfail(reason="encoder-decoder positions pending", strict=False))
-        if p in ENC_DEC_PENDING
-        else p
-        for p in PAGE_FILES
-    ],
-)
+@pytest.mark.parametrize("page", PAGE_FILES)
 def test_every_page_works_or_says_why_not_on_an_encoder_decoder(enc_dec_app, page):
     at = open_page(enc_dec_app, page)
     assert not at.exception, f"{page}: {at.exception}"

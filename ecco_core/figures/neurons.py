@@ -137,8 +137,9 @@ def top_neurons_bar(top: TopNeurons) -> go.Figure:
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(title="activation above the neuron's mean" if top.relative else "activation")
     token = top.token.replace("\n", "↵")
+    stack = f" ({top.side})" if top.side else ""
     return base_layout(
-        fig, f"Most active neurons at {top.position}: {token!r}", height=120 + 22 * len(labels)
+        fig, f"Most active neurons at {top.position}: {token!r}{stack}", height=120 + 22 * len(labels)
     )
 
 
@@ -184,4 +185,5 @@ def similarity_heatmap(result: LayerSimilarity) -> go.Figure:
     axis = "layer (emb = embeddings)" if result.source == "hidden" else "layer"
     fig.update_xaxes(title=axis, constrain="domain", tickfont={"size": 10})
     fig.update_yaxes(title=axis, autorange="reversed", scaleanchor="x", tickfont={"size": 10})
-    return base_layout(fig, f"{name} between layers ({source})", height=620)
+    stack = f"{result.side} " if result.side else ""
+    return base_layout(fig, f"{name} between {stack}layers ({source})", height=620)
