@@ -1,0 +1,188 @@
+"""``make bench``: time the standard workload against a bare generate, write bench/results.json.
+
+Every figure is a median of several runs after a warm-up; memory is the OS's peak RSS of a
+fresh process that runs the standard workload once. Ratios to G (a bare 20-token generate
+measured in the same run) hold when the machine's speed drifts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from bench import workload as w
+
+RESULTS = Path(__file__).parent / "results.json"
+TARGETS = {  # figure -> (limit, unit): "G" means a multiple of bare_generate_s
+    "standard_workload_s": (3.0, "G"),
+    "lens_s": (0.3, "G"),
+    "grad_x_input_s": (1.2, "G"),
+    "ig_one_token_s": (1.5, "G"),
+    "ig_completeness_error": (0.02, "abs"),
+    "warm_load_s": (2.0, "G"),
+    "interaction_ms": (0.1, "G_ms"),
+    "peak_rss_mb": (1200.0, "abs"),
+}
+SCALING_TOKENS = (50, 200, 800)
+
+
+def median_of(fn, runs: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    return statistics.median(w.timed(fn)[0] for _ in range(runs))
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def long_prompt(lm, n_tokens: int) -> str:
+    """A natural-looking prompt of exactly about ``n_tokens`` tokens."""
+    filler = "Paris is the capital of France and Rome is the capital of Italy."
+    base = w.EU_PROMPT + " " + " ".join([filler] * 200)
+    ids = lm.encode(base)[:n_tokens]
+    return lm.tokenizer.decode(ids)
+
+
+def child(kind: str, tokens: int) -> dict:
+    """Runs in a fresh process: the load, or one standard workload, and its peak RSS."""
+    torch.set_num_threads(2)
+    start = time.perf_counter()
+    import ecco_core
+
+    imported = time.perf_counter()
+    lm = ecco_core.from_pretrained(device="cpu")
+    loaded = time.perf_counter()
+    out = {"import_s": imported - start, "load_s": loaded - imported, "source": lm.source}
+    if kind == "workload":
+        prompt = w.EU_PROMPT if tokens == 0 else long_prompt(lm, tokens)
+        out["stages"] = w.standard_workload(lm, prompt)
+        out["forward_s"] = median_of(lambda: lm.model(lm.encode(prompt)[None]), 2)
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def run_child(kind: str, tokens: int = 0) -> dict:
+    cmd = [sys.executable, "-m", "bench", "--child", kind, "--tokens", str(tokens)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench child {kind} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def interaction_ms(seq) -> float:
+    """A change after a run: another position, another top-k, other watched tokens."""
+    positions = list(range(seq.n_input_tokens, seq.n_tokens))
+
+    def change(i=[0]):  # noqa: B006 - a counter across calls
+        i[0] += 1
+        position = positions[i[0] % len(positions)]
+        seq.layer_predictions(position=position, topk=5 + i[0] % 10)
+        seq.rankings_watch([" is", " are"], position=position)
+
+    return median_of(change, runs=9) * 1000
+
+
+def measure(runs: int) -> dict:
+    import ecco_core
+    from bench import attribution_bench
+
+    torch.set_num_threads(2)
+    lm = ecco_core.from_pretrained(device="cpu")
+    r: dict = {}
+    r["bare_generate_s"] = median_of(lambda: w.bare_generate(lm), runs)
+    r["standard_workload_s"] = median_of(lambda: w.standard_workload(lm)["total"], runs)
+    r["lens_s"] = median_of(lambda: w.lens_views(w.generate(lm)), runs) - median_of(
+        lambda: w.generate(lm), runs
+    )
+    seq = w.generate(lm)
+    w.lens_views(seq)
+    r["interaction_ms"] = interaction_ms(seq)
+    r["grad_x_input_s"] = median_of(lambda: w.grad_x_input(seq), runs)
+    r["nmf_s"] = median_of(lambda: w.nmf(seq), runs)
+    r["ig_one_token_s"], r["ig_completeness_error"] = attribution_bench.ig_one_token(seq, runs)
+    loads = [run_child("load") for _ in range(3)]
+    r["warm_load_s"] = statistics.median(x["load_s"] for x in loads)
+    r["warm_import_s"] = statistics.median(x["import_s"] for x in loads)
+    r["warm_load_source"] = loads[0]["source"]
+    standard = run_child("workload")
+    r["peak_rss_mb"] = standard["peak_rss_mb"]
+    r["scaling"] = [{"prompt_tokens": n, **_scaling_row(run_child("workload", n))} for n in SCALING_TOKENS]
+    r["machine"] = {
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "device": "cpu",
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    return r
+
+
+def _scaling_row(child_out: dict) -> dict:
+    stages = child_out["stages"]
+    return {
+        "workload_s": round(stages["total"], 3),
+        "forward_s": round(child_out["forward_s"], 3),
+        "peak_rss_mb": round(child_out["peak_rss_mb"], 1),
+        **{k + "_s": round(v, 3) for k, v in stages.items() if k != "total"},
+    }
+
+
+def verdicts(r: dict) -> list[tuple[str, float, str, bool]]:
+    g = r["bare_generate_s"]
+    rows = []
+    for key, (limit, unit) in TARGETS.items():
+        value = r[key]
+        if unit == "G":
+            rows.append((key, value, f"{value / g:.2f} G (<= {limit} G)", value <= limit * g))
+        elif unit == "G_ms":
+            rows.append((key, value, f"{value / 1000 / g:.3f} G (<= {limit} G)", value / 1000 <= limit * g))
+        else:
+            rows.append((key, value, f"<= {limit}", value <= limit))
+    return rows
+
+
+def print_table(r: dict) -> None:
+    print(f"\nG = bare generate of {w.N_GENERATE} tokens: {r['bare_generate_s']:.3f} s\n")
+    print(f"{'figure':<24}{'value':>12}  {'vs target':<28}ok")
+    for key, value, text, ok in verdicts(r):
+        print(f"{key:<24}{value:>12.4f}  {text:<28}{'yes' if ok else 'NO'}")
+    print("\nScaling (standard workload by prompt length; forward_s = one plain model forward):")
+    print(f"{'tokens':>8}{'workload_s':>12}{'forward_s':>11}{'rss_mb':>9}")
+    for row in r["scaling"]:
+        print(
+            f"{row['prompt_tokens']:>8}{row['workload_s']:>12.2f}{row['forward_s']:>11.3f}{row['peak_rss_mb']:>9.0f}"
+        )
+    print(f"\nmachine: {r['machine']}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per figure (median)")
+    parser.add_argument("--child", choices=["load", "workload"], help=argparse.SUPPRESS)
+    parser.add_argument("--tokens", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.tokens)))
+        return 0
+    results = measure(args.runs)
+    results["all_targets_met"] = all(ok for *_, ok in verdicts(results))
+    RESULTS.write_text(json.dumps(results, indent=2))
+    print_table(results)
+    print(f"\nwritten: {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""Integrated gradients for one output token: time and completeness error."""
+
+from __future__ import annotations
+
+import statistics
+
+from bench.workload import timed
+from ecco_core.output import OutputSeq
+
+
+def ig_one_token(seq: OutputSeq, runs: int, n_steps: int = 16) -> tuple[float, float]:
+    """Median seconds of IG for the first generated token, and its completeness error."""
+    position = [seq.n_input_tokens]
+
+    def run():
+        return seq.saliency("integrated_gradients", positions=position, n_steps=n_steps)
+
+    run()  # warm-up
+    measured = [timed(run) for _ in range(runs)]
+    error = float(measured[-1][1].completeness_error[0])
+    return statistics.median(t for t, _ in measured), error
