@@ -362,6 +362,10 @@ def _call_builder(name: str, tokens: list[str]) -> str:
     for param in list(inspect.signature(getattr(highlight, name)).parameters.values())[1:]:
         if param.name in guesses:
             kwargs[param.name] = guesses[param.name]
+        elif param.default is inspect.Parameter.empty and str(param.annotation).startswith("int"):
+            kwargs[param.name] = n - 1  # a position
+        elif param.default is inspect.Parameter.empty and str(param.annotation).startswith("str"):
+            kwargs[param.name] = "<i>unit</i>"
         elif param.default is inspect.Parameter.empty:
             kwargs[param.name] = np.linspace(0.1, 1.0, n)  # values, scores, strength, weights ...
     return getattr(highlight, name)(tokens, **kwargs)
