@@ -114,6 +114,7 @@ def test_layer_similarity_compares_that_sides_layers(seq, side):
         and cka.to_dict()["side"] == side
         and f"{side} layers" in cka.figure().layout.title.text
     )
+    assert cka.figure().layout.xaxis.type == "category"  # 'emb', '1', '2': labels, not a number line
     for i, j in [(0, 1), (1, LAYERS[side])]:  # a plain pairwise reference
         assert cka.matrix[i, j] == pytest.approx(
             similarity.linear_cka(hidden[i, 1:], hidden[j, 1:]), abs=1e-9

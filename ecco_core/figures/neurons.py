@@ -183,7 +183,10 @@ def similarity_heatmap(result: LayerSimilarity) -> go.Figure:
         )
     )
     axis = "layer (emb = embeddings)" if result.source == "hidden" else "layer"
-    fig.update_xaxes(title=axis, constrain="domain", tickfont={"size": 10})
-    fig.update_yaxes(title=axis, autorange="reversed", scaleanchor="x", tickfont={"size": 10})
+    # category axes: the numeric-looking labels ('emb', '1', '2', ...) must not become a number line
+    fig.update_xaxes(title=axis, type="category", constrain="domain", tickfont={"size": 10})
+    fig.update_yaxes(
+        title=axis, type="category", autorange="reversed", scaleanchor="x", tickfont={"size": 10}
+    )
     stack = f"{result.side} " if result.side else ""
     return base_layout(fig, f"{name} between {stack}layers ({source})", height=620)
