@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+from collections import OrderedDict
 
 import torch
 
@@ -10,7 +12,9 @@ from .errors import EccoError
 from .lm import LM
 from .models import DEFAULT_MODEL, load_weights
 
-_models: dict[tuple[str, str, str], LM] = {}
+MAX_MODELS = int(os.environ.get("ECCO_MAX_MODELS", "3"))
+"""How many models stay loaded per process; the least recently used one is dropped first."""
+_models: OrderedDict[tuple[str, str, str], LM] = OrderedDict()
 _models_lock = threading.Lock()
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -62,10 +66,14 @@ def from_pretrained(
     resolved_dtype = resolve_dtype(dtype, resolved_device)
     key = (name, str(resolved_device), str(resolved_dtype))
     with _models_lock:
-        if key not in _models:
+        if key in _models:
+            _models.move_to_end(key)
+        else:
             weights = load_weights(name, resolved_dtype)
             weights.model = _to_device(weights.model, resolved_device)
             _models[key] = LM(weights, resolved_device)
+            while len(_models) > MAX_MODELS:
+                _models.popitem(last=False)
         return _models[key]
 
 

@@ -150,11 +150,6 @@ def test_attribution_never_leaves_gradients_on_the_weights(cached_tiny):
 # ----- bounded memory ----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ecco_core.loading._models keeps every model loaded in the process (no bound); "
-    "app_support.load_lm's max_entries=3 cannot free them. Needs a bound in loading.py.",
-)
 def test_model_cache_is_bounded(tmp_path):
     names = []
     for seed in range(5):
