@@ -638,3 +638,33 @@ def test_eccoerrors_are_never_bare_asserts():
         asserts = [n.lineno for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Assert)]
         assert not asserts, f"{path.name} lines {asserts}: raise an EccoError subclass instead"
     assert issubclass(NoNetworkError, ModelNotFoundError) and issubclass(ModelNotFoundError, EccoError)
+
+
+@pytest.fixture(scope="module")
+def app_on_watch_page():
+    from tests.app_helpers import new_app, open_page, run_prompt
+
+    if not (ROOT / "pages" / "watch.py").exists():
+        pytest.skip("pages/watch.py does not exist yet")
+    at = run_prompt(new_app(), "The keys to the cabinet", n_generate=2)
+    return open_page(at, "pages/watch.py")
+
+
+@pytest.mark.embedded
+@pytest.mark.parametrize(
+    ("watch", "message"),
+    [("", "Nothing to watch"), ("Pneumonoultramicroscopic", "tokens for this model"), ("#999999", "not in")],
+    ids=["empty", "multi-token", "unknown-id"],
+)
+def test_watch_page_bad_tokens_one_line_and_the_last_chart_stays(app_on_watch_page, watch, message):
+    at = app_on_watch_page
+    assert not at.error and at.get("plotly_chart"), "the page should draw with its default tokens"
+    at.text_input(key="watch_text").set_value(watch)
+    at.run()
+    assert not at.exception
+    errors = _errors(at)
+    assert len(errors) == 1 and message in errors[0] and "\n" not in errors[0], errors
+    assert at.get("plotly_chart"), "the last good chart is gone"
+    at.text_input(key="watch_text").set_value("is, are")
+    at.run()
+    assert not at.error
