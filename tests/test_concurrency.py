@@ -151,16 +151,18 @@ def test_attribution_never_leaves_gradients_on_the_weights(cached_tiny):
 
 
 def test_model_cache_is_bounded(tmp_path):
+    """Loading more models than MAX_MODELS drops the least recently used; holders keep theirs."""
     names = []
-    for seed in range(5):
+    for seed in range(loading.MAX_MODELS + 2):
         folder = tmp_path / f"m{seed}"
         tiny_model("gpt2", seed).save_pretrained(folder)
         char_tokenizer().save_pretrained(folder)
         names.append(str(folder))
     try:
-        for name in names:
-            ecco_core.from_pretrained(name, device="cpu")
-        assert sum(key[0] in names for key in loading._models) <= 3
+        held = [ecco_core.from_pretrained(name, device="cpu") for name in names]
+        assert len(loading._models) <= loading.MAX_MODELS
+        assert [key[0] for key in loading._models][-1] == names[-1]
+        assert held[0]("abc").n_tokens == 3  # an evicted model still serves whoever holds it
     finally:
         with loading._models_lock:
             for key in [k for k in loading._models if k[0] in names]:
