@@ -51,8 +51,17 @@ ODD_TEXTS = {
     "combining": "Zoë café nai\u0308ve e\u0301 Z\u0336a\u0336l\u0336g\u0336o",
     "zero_width": "zero\u200bwidth\u200cjoin\u200dnon\u2060break\ufeffbom",
     "control": "bell\x07tab\tcr\rnul\x00esc\x1b[31mred\x7f",
-    "long_word": "Pneumonoultramicroscopicsilicovolcanoconiosis" * 40,
+    "long_word": "Pneumonoultramicroscopicsilicovolcanoconiosis" * 12,  # one 540-character word
 }
+
+
+@pytest.fixture(autouse=True)
+def hub_offline(monkeypatch):
+    """No hub traffic: huggingface_hub read HF_HUB_OFFLINE at import, before conftest set it."""
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 def has_module(name: str) -> bool:
