@@ -106,18 +106,14 @@ def test_eight_threads_mixing_views_match_serial(cached_tiny):
     """Captures, lens projections and gradient attributions interleaved across threads."""
     lm = cached_tiny
     seqs = [lm.generate(p, generate=4) for p in PROMPTS]
-    has_lens = _has("lens")
-    has_attribution = _has("attribution")
 
     def view(i: int) -> dict[str, np.ndarray]:
         seq = seqs[i]
         out = {"capture": lm(seq.token_ids).hidden_states}
-        if has_lens:
-            out["rankings"] = seq.rankings(include_prompt=True).ranks
-            out["predictions"] = seq.layer_predictions(position=seq.n_tokens - 1).probs
-        if has_attribution:
-            out["saliency"] = seq.saliency("grad_x_input").values
-            out["ig"] = seq.saliency("integrated_gradients", n_steps=4).values
+        out["rankings"] = seq.rankings(include_prompt=True).ranks
+        out["predictions"] = seq.layer_predictions(position=seq.n_tokens - 1).probs
+        out["saliency"] = seq.saliency("grad_x_input").values
+        out["ig"] = seq.saliency("integrated_gradients", n_steps=4).values
         return out
 
     serial = [view(i) for i in range(N_THREADS)]
@@ -131,14 +127,7 @@ def test_eight_threads_mixing_views_match_serial(cached_tiny):
     assert_no_gradients(lm)
 
 
-def _has(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(f"ecco_core.{module}") is not None
-
-
 def test_attribution_never_leaves_gradients_on_the_weights(cached_tiny):
-    pytest.importorskip("ecco_core.attribution")
     lm = cached_tiny
     seq = lm.generate("hello", generate=3)
     results = run_together(lambda i: seq.saliency("gradient").values, n=4)
@@ -183,8 +172,7 @@ def test_fifty_runs_grow_the_process_by_less_than_100_mb(smol):
 
     def one_run(i: int):
         seq = smol.generate(f"Run {i}: after {i} comes", generate=1)
-        if _has("lens"):
-            seq.rankings()
+        seq.rankings()
         return seq
 
     last = None

@@ -64,10 +64,6 @@ def hub_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
-def has_module(name: str) -> bool:
-    return importlib.util.find_spec(f"ecco_core.{name}") is not None
-
-
 @pytest.fixture(scope="module")
 def tiny_seq(tiny):
     return tiny.generate("hello world", generate=4, attention=True)
@@ -202,16 +198,14 @@ def test_causal_only_views_refuse_a_masked_lm(tiny_mlm):
     seq = tiny_mlm("hello there")
     with pytest.raises(ModelTypeError):
         seq.require_causal("Rankings")
-    if has_module("lens"):
-        with pytest.raises(ModelTypeError):
-            seq.rankings()
-        with pytest.raises(ModelTypeError):
-            seq.layer_predictions(position=2)
-        with pytest.raises(ModelTypeError):
-            seq.rankings_watch(watch=[10], position=2)
-    if has_module("attribution"):
-        with pytest.raises(ModelTypeError):
-            seq.saliency()
+    with pytest.raises(ModelTypeError):
+        seq.rankings()
+    with pytest.raises(ModelTypeError):
+        seq.layer_predictions(position=2)
+    with pytest.raises(ModelTypeError):
+        seq.rankings_watch(watch=[10], position=2)
+    with pytest.raises(ModelTypeError):
+        seq.saliency()
 
 
 # ----- view inputs: watched tokens, positions, components ----------------------------------------------
@@ -219,14 +213,12 @@ def test_causal_only_views_refuse_a_masked_lm(tiny_mlm):
 
 @pytest.mark.parametrize("watch", [[], [""], ["ab"], ["é"], [VOCAB + 5], [-1]], ids=repr)
 def test_bad_watched_tokens_are_refused(tiny_seq, watch):
-    pytest.importorskip("ecco_core.lens")
     with pytest.raises(TokenError) as info:
         tiny_seq.rankings_watch(watch=watch, position=5)
     one_line(info.value)
 
 
 def test_positions_out_of_range_and_position_zero(tiny_seq):
-    pytest.importorskip("ecco_core.lens")
     n = tiny_seq.n_tokens
     for position in (0, n + 1, n + 10, -n - 1):  # n itself is the prediction after the last token
         with pytest.raises(PositionError):
@@ -237,7 +229,6 @@ def test_positions_out_of_range_and_position_zero(tiny_seq):
 
 @pytest.mark.parametrize("extra", [1, 100])
 def test_more_nmf_components_than_positions(tiny_seq, extra):
-    pytest.importorskip("ecco_core.neurons")
     with pytest.raises(ComponentsError) as info:
         tiny_seq.run_nmf(n_components=tiny_seq.n_tokens + extra)
     one_line(info.value)
@@ -301,18 +292,19 @@ def test_odd_text_gives_readable_tokens_and_views_draw(smol, kind):
 
 
 def draw_every_view(seq: ecco_core.OutputSeq):
-    """(name, figure) of each view whose module exists, through its documented API."""
+    """(name, figure) of every view, through the documented APIs."""
+    from ecco_core import attention, similarity
+
     last = seq.n_tokens - 1
-    if has_module("lens"):
-        yield "rankings", seq.rankings().figure()
-        yield "layer_predictions", seq.layer_predictions(position=last).figure()
-        yield "watch", seq.rankings_watch(watch=[int(seq.token_ids[last])], position=last).figure()
-    if has_module("neurons"):
-        yield "nmf", seq.run_nmf(n_components=min(3, seq.n_tokens)).figure()
-    if has_module("attribution"):
-        result = seq.saliency()
-        if hasattr(result, "figure"):
-            yield "saliency", result.figure()
+    yield "rankings", seq.rankings().figure()
+    yield "layer_predictions", seq.layer_predictions(position=last).figure()
+    yield "watch", seq.rankings_watch(watch=[int(seq.token_ids[last])], position=last).figure()
+    yield "nmf", seq.run_nmf(n_components=min(3, seq.n_tokens - 1)).figure()
+    yield "saliency", seq.saliency().figure()
+    yield "attention", attention.attention(seq, method="mean").figure()
+    yield "rollout", attention.rollout(seq).figure()
+    if seq.n_tokens >= 4:
+        yield "similarity", similarity.layer_similarity(seq).figure()
 
 
 # ----- injection -------------------------------------------------------------------------------------------
