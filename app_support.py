@@ -14,6 +14,7 @@ import streamlit as st
 
 import ecco_core
 from ecco_core.errors import EccoError, ModelTypeError
+from ecco_core.figures import visible_label
 from ecco_core.models import DEFAULT_MODEL, EMBEDDED_ENCODER
 
 SEQ = "seq"  # the last good OutputSeq
@@ -164,7 +165,7 @@ def token_picker(
         st.session_state[box] = st.session_state[pills] = default if default in options else options[0]
 
     def text(p: int) -> str:
-        return "⟨next⟩" if p >= seq.n_tokens else (seq.tokens[p].replace("\n", "↵") or "·")
+        return "⟨next⟩" if p >= seq.n_tokens else (visible_label(seq.tokens[p]) or "·")
 
     def from_pills() -> None:  # clicking the chosen token again clears the pills: keep the position
         if st.session_state[pills] is None:

@@ -217,3 +217,13 @@ def saliency_bars_html(
             f'<span style="font-size:0.7rem;color:#555;font-family:monospace">{label}</span></span>'
         )
     return f'<div class="ecco-text ecco-bars" style="line-height:1.4">{"".join(cells)}</div>'
+
+
+def legend_html(names: Sequence[str], colors: Sequence[str]) -> str:
+    """Escaped HTML of coloured name chips (a legend for factor colours)."""
+    chips = (
+        f'<span style="background:{html.escape(color)};color:white;border-radius:3px;padding:1px 6px;'
+        f'margin-right:4px;font-size:0.8rem">{html.escape(name)}</span>'
+        for name, color in zip(names, colors)
+    )
+    return f'<div class="ecco-legend">{" ".join(chips)}</div>'

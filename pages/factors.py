@@ -7,7 +7,7 @@ import streamlit as st
 import app_support as app
 from ecco_core import neurons
 from ecco_core.figures import neurons as figs
-from ecco_core.highlight import factor_html
+from ecco_core.highlight import factor_html, legend_html
 
 st.header("🧬 Neuron factors")
 app.intro(
@@ -109,12 +109,7 @@ else:
         [f"{names[choice]} +", f"{names[choice]} −"],
     )
 st.markdown(html, unsafe_allow_html=True)
-legend = " ".join(
-    f'<span style="background:{colors[f]};color:white;border-radius:3px;padding:1px 6px;'
-    f'margin-right:4px;font-size:0.8rem">{names[f]}</span>'
-    for f in range(result.n_factors)
-)
-st.markdown(legend, unsafe_allow_html=True)
+st.markdown(legend_html(names, colors), unsafe_allow_html=True)
 if result.signed:
     st.caption("PCA scores are signed: grey marks tokens on the negative side of the chosen component.")
 

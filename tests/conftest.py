@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 
-import pytest
-import torch
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before huggingface_hub is imported: it reads this once
 
-from tests.tiny import FAMILIES, tiny_lm
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from tests.tiny import FAMILIES, tiny_lm  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 EU_PROMPT = "The countries of the European Union are:\n1. Austria\n2. Belgium\n3. Bulgaria\n4."
 
