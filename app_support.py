@@ -19,6 +19,7 @@ from ecco_core.models import DEFAULT_MODEL, EMBEDDED_ENCODER
 
 SEQ = "seq"  # the last good OutputSeq
 RUN_ERROR = "run_error"  # message of the last failed run (the last good seq stays)
+NOTICE = "run_notice"  # a note about the last good run (e.g. attention kept for some layers only)
 SETTINGS = "run_settings"  # the settings that produced SEQ
 
 EXAMPLES = {

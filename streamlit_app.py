@@ -8,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 import app_support as app
+from ecco_core.attention import layers_within_budget
 from ecco_core.errors import EccoError
 
 st.set_page_config(page_title="Ecco Explorer", page_icon="🔭", layout="wide")
@@ -37,10 +38,13 @@ def sidebar() -> None:
         if st.session_state.get("example_shown") != example:
             st.session_state["prompt"] = app.EXAMPLES[example]
             st.session_state["example_shown"] = example
-        prompt = st.text_area("Prompt", key="prompt", height=140)
+        prompt = st.text_area("Prompt", key="prompt", height=120)
+        clicked = st.button("Run", type="primary", width="stretch", key="run")
         settings = generation_settings(model)
-        if st.button("Run", type="primary", width="stretch", key="run"):
+        if clicked:
             run(model, prompt, settings)
+        if st.session_state.get(app.NOTICE):
+            st.caption(st.session_state[app.NOTICE])
 
 
 def generation_settings(model: str) -> dict:
@@ -85,6 +89,7 @@ def run(model: str, prompt: str, settings: dict) -> None:
         def report(stage: str, fraction: float) -> None:
             progress.progress(min(max(fraction, 0.0), 1.0), text=stage_text.get(stage, stage))
 
+        kept = attention_layers(lm, prompt, settings) if settings["attention"] else None
         if settings["generate"] > 0 and lm.model_type != "mlm":
             seq = lm.generate(
                 prompt,
@@ -95,10 +100,11 @@ def run(model: str, prompt: str, settings: dict) -> None:
                 top_p=settings["top_p"],
                 seed=settings["seed"],
                 attention=settings["attention"],
+                attention_layers=kept,
                 progress=report,
             )
         else:
-            seq = lm(prompt, attention=settings["attention"])
+            seq = lm(prompt, attention=settings["attention"], attention_layers=kept)
     except EccoError as error:
         st.session_state[app.RUN_ERROR] = str(error)
     except Exception as error:  # a bug or an odd model: a short message, the traceback goes to the log
@@ -111,8 +117,24 @@ def run(model: str, prompt: str, settings: dict) -> None:
         st.session_state[app.SEQ] = seq
         st.session_state[app.SETTINGS] = {"model": model, "prompt": prompt, **settings}
         st.session_state[app.RUN_ERROR] = None
+        st.session_state[app.NOTICE] = (
+            f"Long text: attention kept for layers {', '.join(map(str, kept))} only, to bound memory."
+            if kept
+            else None
+        )
     finally:
         progress.empty()
+
+
+def attention_layers(lm, prompt: str, settings: dict) -> list[int] | None:
+    """Every layer's attention, unless a long text would need more than the memory budget."""
+    try:
+        n_tokens = len(lm.encode(prompt)) + settings["generate"]
+    except EccoError:
+        return None  # the run itself reports the bad prompt
+    config = getattr(lm.model.config, "get_text_config", lambda: lm.model.config)()
+    n_heads = int(getattr(config, "num_attention_heads", None) or getattr(config, "n_head", 16))
+    return layers_within_budget(lm.arch.n_layers, n_heads, n_tokens)
 
 
 sidebar()

@@ -24,6 +24,22 @@ THUMBNAIL = 24
 """Largest side of one thumbnail in the head grid; longer runs are max-pooled down to it."""
 
 
+def layers_within_budget(
+    n_layers: int, n_heads: int, n_tokens: int, budget_mb: float = 384
+) -> list[int] | None:
+    """Which layers' attention to keep so that (layer, head, pos, pos) float32 fits ``budget_mb``.
+
+    Returns None (keep every layer) when all fit, else evenly spaced layers, always the last.
+    """
+    per_layer_mb = n_heads * n_tokens * n_tokens * 4 / 2**20
+    fits = int(budget_mb // max(per_layer_mb, 1e-9))
+    if fits >= n_layers:
+        return None
+    if fits < 1:
+        return [n_layers - 1]
+    return sorted({round(i) for i in np.linspace(0, n_layers - 1, fits)})
+
+
 class AttentionMissingError(EccoError):
     """The run was made without attention capture."""
 

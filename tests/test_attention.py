@@ -150,3 +150,12 @@ def test_text_view_is_escaped():
     html = attention_text_html(["<b>", "x"], np.array([0.25, 0.75]), query=1, titles=["<i>", "y"])
     assert "<b>" not in html and "&lt;b&gt;" in html and "&lt;i&gt;" in html
     assert "outline:2px solid" in html
+
+
+def test_layers_within_budget_keeps_all_when_they_fit_and_spreads_them_when_not():
+    from ecco_core.attention import layers_within_budget
+
+    assert layers_within_budget(30, 9, 100) is None  # 30 x 0.34 MB fits in 384 MB
+    kept = layers_within_budget(30, 9, 1000)  # 34.3 MB a layer: 11 layers fit
+    assert len(kept) == 11 and kept[0] == 0 and kept[-1] == 29
+    assert layers_within_budget(30, 9, 5000) == [29]  # not even one layer fits: keep the last
