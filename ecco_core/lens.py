@@ -29,8 +29,12 @@ from .output import OutputSeq
 
 MAX_TOPK = 50
 """The top-k kept per (layer, position): views may ask for any k up to this."""
-CHUNK_ROWS = 256
-"""(layer x position) rows projected at once: bounds memory to CHUNK_ROWS x vocab floats."""
+EAGER_TOPK = 10
+"""Top-k kept on the first projection of a position; a view asking for more re-projects it."""
+CHUNK_ROWS = 1024
+"""(layer x position) rows projected together (one pass over the unembedding weight)."""
+VOCAB_BLOCK = 2048
+"""Vocabulary columns per matmul: memory stays at CHUNK_ROWS x VOCAB_BLOCK floats."""
 LENSES = ("normed", "raw")
 _WATCH_CACHE = 2  # positions whose full logits stay cached for watched tokens
 
@@ -234,17 +238,24 @@ class _LensSummary:
     """What the views need from the projection, filled lazily per hidden-state position."""
 
     top_ids: np.ndarray
-    """(layer + 1, pos, MAX_TOPK) int64."""
+    """(layer + 1, pos, MAX_TOPK) int64; the first ``kept[pos]`` columns are filled."""
     top_logprobs: np.ndarray
     """(layer + 1, pos, MAX_TOPK) float32."""
     target_ranks: np.ndarray
     """(layer + 1, pos) int64 rank of token ``pos + 1``; -1 at the last position."""
     target_logprobs: np.ndarray
     """(layer + 1, pos) float32 log-probability of token ``pos + 1``; NaN at the last position."""
-    done: np.ndarray
-    """(pos,) bool: hidden-state positions already projected."""
+    log_norms: np.ndarray
+    """(layer + 1, pos) float32 log of the softmax normaliser (logsumexp of the logits)."""
+    kept: np.ndarray
+    """(pos,) int: top-k columns filled per hidden-state position (0: not projected yet)."""
     logits: dict
     """hidden position -> (layer + 1, vocab) float32 logits, the last few watched positions."""
+
+    @property
+    def done(self) -> np.ndarray:
+        """(pos,) bool: hidden-state positions already projected."""
+        return self.kept > 0
 
 
 def _summary(seq: OutputSeq, lens: str) -> _LensSummary:
@@ -258,20 +269,140 @@ def _summary(seq: OutputSeq, lens: str) -> _LensSummary:
         top_logprobs=np.zeros((n_rows, n_pos, MAX_TOPK), dtype=np.float32),
         target_ranks=np.full((n_rows, n_pos), -1, dtype=np.int64),
         target_logprobs=np.full((n_rows, n_pos), np.nan, dtype=np.float32),
-        done=np.zeros(n_pos, dtype=bool),
+        log_norms=np.full((n_rows, n_pos), np.nan, dtype=np.float32),
+        kept=np.zeros(n_pos, dtype=np.int64),
         logits={},
     )
     seq.extras[key] = (seq.run_id, summary)
     return summary
 
 
-def _project(seq: OutputSeq, hidden: torch.Tensor, lens: str):
-    """Yield (row slice, (rows, vocab) float32 logits) chunk by chunk for (rows, d_model) states."""
+@dataclass
+class _Head:
+    """The unembedding as one matrix: logits = pre(hidden) @ weight.T + bias."""
+
+    pre: torch.Tensor
+    """(rows, d_model) final-normed (or raw) and scaled states, in the model's dtype."""
+    weight: torch.Tensor
+    """(vocab, d_model) the unembedding weight."""
+    bias: torch.Tensor | None
+    """(vocab,) linear bias plus the model's logit bias, or None."""
+
+
+def _head(seq: OutputSeq, hidden: torch.Tensor, lens: str) -> _Head | None:
+    """The states through the final norm, ready for one matmul per vocabulary block (None: a head
+    that is not a plain linear layer, which goes through ``lm.unembed`` instead)."""
     lm = seq.require_lm()
+    arch = lm.arch
+    layer = arch.unembedding
+    if not isinstance(layer, torch.nn.Linear) or (lens == "normed" and arch.mlm_head is not None):
+        return None
     with torch.inference_mode():
-        for start in range(0, hidden.shape[0], CHUNK_ROWS):
-            rows = slice(start, min(start + CHUNK_ROWS, hidden.shape[0]))
-            yield rows, lm.unembed(hidden[rows], normed=lens == "normed").float()  # (rows, vocab)
+        pre = hidden.to(lm.device, lm.dtype)  # (rows, d_model)
+        if lens == "normed" and arch.final_norm is not None:
+            pre = arch.final_norm(pre)
+        if arch.logit_scale != 1.0:
+            pre = pre * arch.logit_scale
+        bias = layer.bias
+        if arch.logit_bias is not None:
+            extra = arch.logit_bias.reshape(-1).to(layer.weight.dtype)
+            bias = extra if bias is None else bias + extra
+    return _Head(pre=pre, weight=layer.weight, bias=bias)
+
+
+def _blocks(seq: OutputSeq, hidden: torch.Tensor, lens: str, rows: slice):
+    """Yield (vocab offset, (rows, block) float32 logits) over the vocabulary for ``hidden[rows]``."""
+    head = _head(seq, hidden[rows], lens)
+    with torch.inference_mode():
+        if head is None:
+            yield 0, seq.require_lm().unembed(hidden[rows], normed=lens == "normed").float()
+            return
+        vocab = head.weight.shape[0]
+        block = VOCAB_BLOCK if head.pre.shape[0] >= 128 else vocab  # few rows: one matmul is faster
+        for start in range(0, vocab, block):
+            stop = min(start + block, vocab)
+            bias = None if head.bias is None else head.bias[start:stop]
+            yield start, torch.nn.functional.linear(head.pre, head.weight[start:stop], bias).float()
+
+
+def _target_logits(seq: OutputSeq, hidden: torch.Tensor, lens: str, rows: slice, ids: torch.Tensor):
+    """(rows,) float32 logits of ``ids`` (one per row) from their weight rows alone, or None."""
+    head = _head(seq, hidden[rows], lens)
+    if head is None:
+        return None
+    with torch.inference_mode():
+        chosen = head.weight[ids.to(head.weight.device)]  # (rows, d_model)
+        logits = (head.pre * chosen).sum(-1)
+        if head.bias is not None:
+            logits = logits + head.bias[ids.to(head.bias.device)]
+        return logits.float()
+
+
+def _reduce(blocks, targets: torch.Tensor, target_logits: torch.Tensor | None, k: int):
+    """Top-k, target rank and logit, and log-normaliser over the vocabulary, block by block.
+
+    A rank is the count of strictly larger logits (the target itself left out) plus one; only
+    (rows, k) candidates and per-row counters survive a block, so memory stays at one block.
+
+    Returns:
+        (rows, k) int64 ids, (rows, k) float32 logits (most likely first), (rows,) int64 ranks,
+        (rows,) float32 target logits and (rows,) float32 log-normalisers.
+    """
+    top_logits, top_ids, norms = [], [], []
+    counts = torch.zeros(targets.shape[0], dtype=torch.int64)
+    target_col = targets[:, None]  # (rows, 1)
+    for start, logits in blocks:  # logits: (rows, block)
+        width = logits.shape[1]
+        if target_logits is None:  # one full-vocabulary block: read the target straight off it
+            target_logits = logits.gather(1, target_col.to(logits.device))[:, 0]
+        threshold = target_logits.to(logits.device)[:, None]
+        counts += (logits > threshold).sum(-1, dtype=torch.int32).cpu()
+        inside = (target_col >= start) & (target_col < start + width)  # (rows, 1) target in this block
+        if inside.any():
+            rows = inside[:, 0].nonzero()[:, 0]
+            own = logits[rows.to(logits.device), (targets[rows] - start).to(logits.device)]
+            counts[rows] -= (own > threshold[rows.to(logits.device), 0]).cpu().long()  # not above itself
+        values, ids = torch.topk(logits, min(k, width), dim=-1)  # (rows, k)
+        top_logits.append(values)
+        top_ids.append(ids + start)
+        peak = values[:, :1]  # the block's largest logit; the block is spent below
+        norms.append(peak[:, 0] + logits.sub_(peak).exp_().sum(-1).log_())
+    values, order = torch.topk(torch.cat(top_logits, 1), k, dim=-1)  # (rows, k)
+    ids = torch.cat(top_ids, 1).gather(1, order)
+    log_norm = torch.logsumexp(torch.stack(norms, 1), 1)  # (rows,)
+    return ids.cpu(), values.cpu(), counts + 1, target_logits.cpu(), log_norm.cpu()
+
+
+def _fill(
+    seq: OutputSeq, summary: _LensSummary, lens: str, positions: np.ndarray, k: int = EAGER_TOPK
+) -> None:
+    """Project the hidden states at ``positions`` (hidden-state indices) not yet in the summary
+    with at least ``k`` top tokens kept."""
+    missing = np.unique(positions[summary.kept[positions] < k])
+    if missing.size == 0:
+        return
+    k = max(k, EAGER_TOPK)
+    n_layers, _, d_model = seq.hidden_states.shape
+    hidden = torch.from_numpy(seq.hidden_states[:, missing]).reshape(-1, d_model)  # (layer * pos, d)
+    # the next token is the target, a dummy id 0 at the last position (its rank is set to -1)
+    next_ids = np.append(seq.token_ids[seq.state_offset + 1 :], 0)[missing]
+    targets = torch.from_numpy(np.tile(next_ids, n_layers))  # (rows,)
+    outputs = []
+    for start in range(0, hidden.shape[0], CHUNK_ROWS):
+        rows = slice(start, min(start + CHUNK_ROWS, hidden.shape[0]))
+        own = _target_logits(seq, hidden, lens, rows, targets[rows])
+        outputs.append(_reduce(_blocks(seq, hidden, lens, rows), targets[rows], own, k))
+    ids, logits, ranks, target, log_norm = (torch.cat(parts) for parts in zip(*outputs))
+    shape = (n_layers, missing.size)
+    summary.top_ids[:, missing, :k] = ids.numpy().reshape(*shape, k)
+    summary.top_logprobs[:, missing, :k] = (logits - log_norm[:, None]).numpy().reshape(*shape, k)
+    summary.target_ranks[:, missing] = ranks.numpy().reshape(shape)
+    summary.target_logprobs[:, missing] = (target - log_norm).numpy().reshape(shape)
+    summary.log_norms[:, missing] = log_norm.numpy().reshape(shape)
+    last = seq.hidden_states.shape[1] - 1  # the last state predicts a token not in the text
+    summary.target_ranks[:, last] = -1
+    summary.target_logprobs[:, last] = np.nan
+    summary.kept[missing] = k
 
 
 def _ranks_of(logits: torch.Tensor, target_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -290,50 +421,13 @@ def _ranks_of(logits: torch.Tensor, target_ids: torch.Tensor) -> tuple[torch.Ten
     return ranks.long() + 1, target_logits
 
 
-def _summarise(logits: torch.Tensor, target_ids: torch.Tensor):
-    """Top-k ids and log-probs, target ranks and log-probs of one (rows, vocab) chunk (overwritten)."""
-    top_logits, top_ids = torch.topk(logits, MAX_TOPK, dim=-1)  # (rows, k), most likely first
-    ranks, target_logits = _ranks_of(logits, target_ids[:, None])
-    peak = top_logits[:, :1]
-    log_norm = peak + logits.sub_(peak).exp_().sum(-1, keepdim=True).log_()  # (rows, 1); logits spent
-    return top_ids, top_logits - log_norm, ranks[:, 0], (target_logits - log_norm)[:, 0]
-
-
-def _fill(seq: OutputSeq, summary: _LensSummary, lens: str, positions: np.ndarray) -> None:
-    """Project the hidden states at ``positions`` (hidden-state indices) not yet in the summary."""
-    missing = np.unique(positions[~summary.done[positions]])
-    if missing.size == 0:
-        return
-    n_rows = seq.hidden_states.shape[0]
-    hidden = torch.from_numpy(seq.hidden_states[:, missing]).reshape(-1, seq.hidden_states.shape[2])
-    # (layer + 1) * missing rows; the next token is the target, a dummy id 0 at the last position
-    next_ids = np.append(seq.token_ids[seq.state_offset + 1 :], 0)[missing]
-    targets = torch.from_numpy(np.tile(next_ids, n_rows))  # (rows,)
-    out_ids = np.empty((hidden.shape[0], MAX_TOPK), dtype=np.int64)
-    out_logprobs = np.empty((hidden.shape[0], MAX_TOPK), dtype=np.float32)
-    out_ranks = np.empty(hidden.shape[0], dtype=np.int64)
-    out_target = np.empty(hidden.shape[0], dtype=np.float32)
-    for rows, logits in _project(seq, hidden, lens):
-        ids, logprobs, ranks, target = _summarise(logits, targets[rows].to(logits.device))
-        out_ids[rows], out_logprobs[rows] = ids.cpu().numpy(), logprobs.cpu().numpy()
-        out_ranks[rows], out_target[rows] = ranks.cpu().numpy(), target.cpu().numpy()
-    shape = (n_rows, missing.size)
-    summary.top_ids[:, missing] = out_ids.reshape(*shape, MAX_TOPK)
-    summary.top_logprobs[:, missing] = out_logprobs.reshape(*shape, MAX_TOPK)
-    summary.target_ranks[:, missing] = out_ranks.reshape(shape)
-    summary.target_logprobs[:, missing] = out_target.reshape(shape)
-    last = seq.hidden_states.shape[1] - 1  # the last state predicts a token not in the text
-    summary.target_ranks[:, last] = -1
-    summary.target_logprobs[:, last] = np.nan
-    summary.done[missing] = True
-
-
 def _position_logits(seq: OutputSeq, summary: _LensSummary, lens: str, hidden_pos: int) -> torch.Tensor:
     """(layer + 1, vocab) float32 logits of every layer at one hidden position (small LRU)."""
     if hidden_pos in summary.logits:
         return summary.logits[hidden_pos]
     hidden = torch.from_numpy(seq.hidden_states[:, hidden_pos])  # (layer + 1, d_model)
-    logits = torch.cat([chunk.cpu() for _, chunk in _project(seq, hidden, lens)])  # (layer + 1, vocab)
+    blocks = list(_blocks(seq, hidden, lens, slice(None)))
+    logits = torch.cat([block.cpu() for _, block in blocks], dim=1)  # (layer + 1, vocab)
     while len(summary.logits) >= _WATCH_CACHE:
         summary.logits.pop(next(iter(summary.logits)))
     summary.logits[hidden_pos] = logits
@@ -426,7 +520,7 @@ def layer_predictions(
     position, topk, layers = _check_position(seq, position), _check_topk(topk), _check_layers(seq, layer)
     summary = _summary(seq, lens)
     hidden_pos = position - 1 - seq.state_offset
-    _fill(seq, summary, lens, np.array([hidden_pos]))
+    _fill(seq, summary, lens, np.array([hidden_pos]), topk)
     ids = summary.top_ids[layers, hidden_pos, :topk]  # (layer, k)
     has_target = position < seq.n_tokens
     return LayerPredictions(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -86,8 +87,37 @@ def file_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
+HASH_INDEX = "file-hashes.json"
+"""In the cache root: ``{"path|size|mtime_ns": sha256}``, so a warm load skips hashing the file."""
+
+
+def cached_file_hash(path: Path) -> str:
+    """``file_hash`` remembered per (path, size, mtime_ns) in ``HASH_INDEX``; a changed file is re-hashed."""
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    index_file = cache_root() / HASH_INDEX
+    try:
+        index = json.loads(index_file.read_text())
+    except (OSError, ValueError):
+        index = {}
+    if not isinstance(index, dict):
+        index = {}
+    if isinstance(index.get(key), str):
+        return index[key]
+    digest = file_hash(path)
+    index[key] = digest
+    try:  # written atomically; a read-only cache only costs the hash next time
+        index_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = index_file.with_name(f".{HASH_INDEX}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(index))
+        tmp.replace(index_file)
+    except OSError as error:
+        log.warning("could not write the file-hash index at %s: %s", index_file, error)
+    return digest
+
+
 def gguf_cache_dir(gguf: Path) -> Path:
-    return cache_root() / f"gguf-{file_hash(gguf)[:20]}"
+    return cache_root() / f"gguf-{cached_file_hash(gguf)[:20]}"
 
 
 _convert_lock = threading.Lock()
