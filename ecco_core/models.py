@@ -14,6 +14,8 @@ import os
 import shutil
 import tempfile
 import threading
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,20 +203,45 @@ def _is_encoder_only(config) -> bool:
     )
 
 
+_HUB_PROBE_SECONDS = 3.0
+
+
+def hub_reachable() -> bool:
+    """Whether the model hub answers within a few seconds (False at once when HF_HUB_OFFLINE is set).
+
+    Without this, transformers retries an unreachable hub for the better part of a minute.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+        return False
+    from huggingface_hub import constants
+
+    request = urllib.request.Request(constants.ENDPOINT, method="HEAD")
+    try:
+        urllib.request.urlopen(request, timeout=_HUB_PROBE_SECONDS).close()
+    except urllib.error.HTTPError:
+        return True  # the hub answered, even if with an error status
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+    return True
+
+
 def _load_transformers(path: str, name: str, dtype: torch.dtype, source: str, **kwargs) -> LoadedWeights:
     from transformers import AutoConfig, AutoTokenizer
 
+    offline = source == "hub" and not hub_reachable()
+    if offline:
+        kwargs["local_files_only"] = True  # a model already in the local hub cache still loads
     try:
         config = AutoConfig.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as error:
-        raise _explain_load_error(name, error) from error
+        raise _explain_load_error(name, error, offline) from error
     cls = _model_class(config)
     tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
     model = cls.from_pretrained(path, dtype=dtype, **kwargs)
     return LoadedWeights(model, tokenizer, name, source, path)
 
 
-def _explain_load_error(name: str, error: Exception) -> ModelNotFoundError:
+def _explain_load_error(name: str, error: Exception, offline: bool = False) -> ModelNotFoundError:
     text = str(error)
     causes = {type(error.__cause__).__name__, type(error.__context__).__name__}
     if "HFValidationError" in causes or text.startswith("Repo id must"):  # not a well-formed hub id
@@ -222,7 +249,7 @@ def _explain_load_error(name: str, error: Exception) -> ModelNotFoundError:
             f"Unknown model '{name}': it is not a local folder, a .gguf file or a well-formed hub id "
             f"such as 'gpt2' or 'EleutherAI/pythia-70m'. Try '{DEFAULT_MODEL}' (embedded)."
         )
-    offline = os.environ.get("HF_HUB_OFFLINE") in {"1", "true", "True"}
+    offline = offline or os.environ.get("HF_HUB_OFFLINE") in {"1", "true", "True"}
     offline = offline or "LocalEntryNotFoundError" in causes or "OfflineModeIsEnabled" in causes
     if offline or "couldn't connect" in text or "connection" in text.lower() or "offline" in text.lower():
         return NoNetworkError(
