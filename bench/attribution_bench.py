@@ -7,13 +7,19 @@ import statistics
 from bench.workload import timed
 from ecco_core.output import OutputSeq
 
+ADAPTIVE_STEPS = 12
+"""Gradient evaluations for the adaptive rule (plus its forward-only scan of 9 path points)."""
 
-def ig_one_token(seq: OutputSeq, runs: int, n_steps: int = 16) -> tuple[float, float]:
-    """Median seconds of IG for the first generated token, and its completeness error."""
+
+def ig_one_token(seq: OutputSeq, runs: int, **settings) -> tuple[float, float]:
+    """Median seconds of IG for the first generated token, and its completeness error.
+
+    ``settings`` go to ``saliency``; none means the library's defaults (what the app runs).
+    """
     position = [seq.n_input_tokens]
 
     def run():
-        return seq.saliency("integrated_gradients", positions=position, n_steps=n_steps)
+        return seq.saliency("integrated_gradients", positions=position, **settings)
 
     run()  # warm-up
     measured = [timed(run) for _ in range(runs)]

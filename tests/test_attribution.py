@@ -86,6 +86,25 @@ def test_graded_quadrature_integrates_exactly_and_stays_inside_the_path():
     assert (weights * points**5).sum() == pytest.approx(1 / 6, rel=1e-9)
 
 
+def test_adaptive_quadrature_puts_its_nodes_where_the_target_changes():
+    alphas = np.linspace(0, 1, attr.SCAN_INTERVALS + 1)
+    scan = (alphas >= 0.6).astype(float)[:, None]  # (alpha, 1 target): a step inside (0.5, 0.625]
+    points, weights = attr.adaptive_quadrature(scan, 12)
+    assert len(points) == 12 and np.all((points > 0) & (points < 1))
+    inside = (points > 0.5) & (points < 0.625)
+    assert inside.sum() >= 8  # most nodes on the one interval that changes
+    assert (weights[inside] * points[inside] ** 3).sum() == pytest.approx((0.625**4 - 0.5**4) / 4, rel=1e-9)
+
+
+def test_adaptive_integrated_gradients_reuse_the_scan_ends(tiny_seq):
+    adaptive = tiny_seq.saliency("ig", n_steps=16, quadrature="adaptive")
+    graded = tiny_seq.saliency("ig", n_steps=16, quadrature="graded")
+    assert adaptive.quadrature == "adaptive" and graded.quadrature == "graded"
+    np.testing.assert_allclose(adaptive.target_values, graded.target_values, rtol=1e-6)
+    np.testing.assert_allclose(adaptive.baseline_values, graded.baseline_values, rtol=1e-6, atol=1e-9)
+    assert np.isfinite(adaptive.signed).all() and adaptive.values.shape == graded.values.shape
+
+
 def test_erasure_equals_recomputed_probabilities_without_the_token(tiny_seq):
     result = tiny_seq.saliency("erasure")
     model = tiny_seq.lm.model
