@@ -35,6 +35,8 @@ CHUNK_ROWS = 1024
 """(layer x position) rows projected together (one pass over the unembedding weight)."""
 VOCAB_BLOCK = 2048
 """Vocabulary columns per matmul: memory stays at CHUNK_ROWS x VOCAB_BLOCK floats."""
+MIN_BLOCKED_ROWS = 128
+"""Fewer rows than this are projected in one matmul over the whole vocabulary (faster)."""
 LENSES = ("normed", "raw")
 _WATCH_CACHE = 2  # positions whose full logits stay cached for watched tokens
 
@@ -318,7 +320,7 @@ def _blocks(seq: OutputSeq, hidden: torch.Tensor, lens: str, rows: slice):
             yield 0, seq.require_lm().unembed(hidden[rows], normed=lens == "normed").float()
             return
         vocab = head.weight.shape[0]
-        block = VOCAB_BLOCK if head.pre.shape[0] >= 128 else vocab  # few rows: one matmul is faster
+        block = VOCAB_BLOCK if head.pre.shape[0] >= MIN_BLOCKED_ROWS else vocab  # few rows: one matmul
         for start in range(0, vocab, block):
             stop = min(start + block, vocab)
             bias = None if head.bias is None else head.bias[start:stop]

@@ -90,6 +90,44 @@ def test_rankings_topk_and_watch_match_an_argsort_loop(tiny, tiny_seq, lens_mode
                 assert ranked.predicted_ids[layer, position - 1] == int(order[0])
 
 
+@pytest.mark.parametrize("block, chunk", [(7, 5), (16, 1000)])
+def test_vocabulary_blocks_and_row_chunks_give_the_argsort_ranks(tiny, monkeypatch, block, chunk):
+    """Blocks of odd width put each target in a different block than its rivals; ranks, top-k and
+    probabilities must not depend on how the vocabulary and rows are cut."""
+    from ecco_core import lens
+
+    monkeypatch.setattr(lens, "VOCAB_BLOCK", block)
+    monkeypatch.setattr(lens, "CHUNK_ROWS", chunk)
+    monkeypatch.setattr(lens, "MIN_BLOCKED_ROWS", 0)
+    seq = tiny.generate("blocks", generate=5)
+    ranked = seq.rankings(include_prompt=True)
+    for position in range(1, seq.n_tokens):
+        pred = seq.layer_predictions(position, topk=12)
+        target = int(seq.token_ids[position])
+        for layer in range(seq.n_layers + 1):
+            logits = reference(tiny, seq, layer, position - 1, "normed")
+            order = torch.argsort(logits, descending=True)
+            assert ranked.ranks[layer, position - 1] == argsort_rank(logits, target)
+            np.testing.assert_array_equal(pred.token_ids[layer], order[:12].numpy())
+            probs = torch.softmax(logits, -1)
+            np.testing.assert_allclose(pred.probs[layer], probs[order[:12]].numpy(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.embedded
+def test_blocked_projection_equals_a_plain_float32_argsort_on_the_embedded_model(eu_seq):
+    seq = eu_seq
+    ranked = seq.rankings()
+    for i, position in enumerate(ranked.positions):
+        pred = seq.layer_predictions(int(position), topk=10)
+        target = int(seq.token_ids[position])
+        for layer in range(0, seq.n_layers + 1, 3):
+            logits = reference(seq.lm, seq, layer, int(position) - 1, "normed")
+            order = torch.argsort(logits, descending=True)
+            assert ranked.ranks[layer, i] == argsort_rank(logits, target)
+            np.testing.assert_array_equal(pred.token_ids[layer], order[:10].numpy())
+            np.testing.assert_allclose(ranked.probs[layer, i], torch.softmax(logits, -1)[target], rtol=1e-4)
+
+
 def test_raw_and_normed_lenses_differ(tiny_seq):
     normed = tiny_seq.rankings(include_prompt=True)
     raw = tiny_seq.rankings(include_prompt=True, lens="raw")
