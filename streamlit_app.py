@@ -11,6 +11,22 @@ import app_support as app
 from ecco_core.attention import layers_within_budget
 from ecco_core.errors import EccoError
 
+
+def leave_streamlit_v1_pages() -> None:
+    """The first run of a fresh server with a pages/ folder goes down Streamlit's v1 path, which
+    wraps this script as a page: its widgets then get other ids than in every later run, the
+    browser sends the prompt box back empty and that rerun interrupts the first Run. Restart that
+    one run on the st.navigation path (the flag is process-wide, so this happens once)."""
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a Streamlit without this internal: nothing to work around
+        return
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+leave_streamlit_v1_pages()
 st.set_page_config(page_title="Ecco Explorer", page_icon="🔭", layout="wide")
 
 HERE = Path(__file__).parent
@@ -35,7 +51,9 @@ def sidebar() -> None:
         if model is None:
             model = st.text_input("Hub id, folder or .gguf file", "gpt2", key="model_other").strip()
         example = st.selectbox("Example prompt", list(app.EXAMPLES), key="example")
-        if st.session_state.get("example_shown") != example:
+        # Also when "prompt" vanished: Streamlit's first run of an app with a pages/ folder goes
+        # through its v1 page path and drops the widget's state on the switch to st.navigation.
+        if st.session_state.get("example_shown") != example or "prompt" not in st.session_state:
             st.session_state["prompt"] = app.EXAMPLES[example]
             st.session_state["example_shown"] = example
         prompt = st.text_area("Prompt", key="prompt", height=120)
