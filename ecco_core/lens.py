@@ -31,8 +31,9 @@ MAX_TOPK = 50
 """The top-k kept per (layer, position): views may ask for any k up to this."""
 EAGER_TOPK = 10
 """Top-k kept on the first projection of a position; a view asking for more re-projects it."""
-CHUNK_ROWS = 1024
-"""(layer x position) rows projected together (one pass over the unembedding weight)."""
+CHUNK_ROWS = 256
+"""(layer x position) rows projected together (one pass over the unembedding weight each); 256
+keeps the allocator's transient peak ~100 MB lower than 1024 at the same speed."""
 VOCAB_BLOCK = 2048
 """Vocabulary columns per matmul: memory stays at CHUNK_ROWS x VOCAB_BLOCK floats."""
 MIN_BLOCKED_ROWS = 128
