@@ -57,6 +57,26 @@ def slug(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 
 
+def test_first_visit_runs_the_example_prompt_as_is(browser, app_url):
+    """The first session of a fresh server: the example prompt is in the box and Run works untouched.
+
+    (Streamlit's first run with a pages/ folder used to empty the box and interrupt the Run.)
+    Must stay the first test of this module: it needs the server's first session.
+    """
+    from app_support import EXAMPLES
+
+    page = open_app(browser, app_url)
+    try:
+        wait_idle(page)
+        box = page.locator('textarea[aria-label="Prompt"]')
+        assert box.input_value() == next(iter(EXAMPLES.values()))
+        click_run(page)
+        page.wait_for_selector(VIEW, timeout=120_000)
+        assert "Croatia" in main_text(page)
+    finally:
+        page.close()
+
+
 def test_every_page_draws_after_a_run(browser, app_url):
     pages = app_pages()
     assert pages and pages[0][0] == "pages/output.py"
