@@ -8,13 +8,14 @@ from bench.workload import timed
 from ecco_core.output import OutputSeq
 
 ADAPTIVE_STEPS = 12
-"""Gradient evaluations for the adaptive rule (plus its forward-only scan of 9 path points)."""
+"""Gradient evaluations for the adaptive rule (plus its forward-only scan of 9 path points); the
+saliency page's default (``IG_STEPS`` in pages/saliency.py)."""
 
 
 def ig_one_token(seq: OutputSeq, runs: int, **settings) -> tuple[float, float]:
     """Median seconds of IG for the first generated token, and its completeness error.
 
-    ``settings`` go to ``saliency``; none means the library's defaults (what the app runs).
+    ``settings`` go to ``saliency``; none means the library's defaults (``compute_attributions``).
     """
     position = [seq.n_input_tokens]
 
