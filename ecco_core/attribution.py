@@ -6,6 +6,11 @@ function; the result holds a (n_targets, pos) score per earlier token. Gradient 
 one forward over ``inputs_embeds`` per chunk of targets (truncated to the last position the
 chunk reads) and one batched backward (``is_grads_batched``) from the unembedding's input.
 Parameters never get gradients (the LM keeps them ``requires_grad=False``).
+
+Encoder-decoders (T5, BART): ``embeds`` is the encoder's embeddings followed by the decoder's
+(the layout of ``seq.tokens``); each forward splits it at ``n_encoder`` into ``inputs_embeds``
+and ``decoder_inputs_embeds``, so scores cover the whole prompt and the decoder tokens before
+each target. Gradient methods and integrated gradients apply; erasure and attention do not.
 """
 
 from __future__ import annotations
@@ -67,6 +72,8 @@ class AttributionContext:
     """Returns (layer, head, pos, pos) attention weights (captured on demand)."""
     progress: Progress | None = None
     memo: dict[str, Any] = field(default_factory=dict)
+    n_encoder: int = 0
+    """Encoder tokens at the front of ``embeds`` (0 unless the model is an encoder-decoder)."""
 
     def objective(self, logits: torch.Tensor, rows: slice | torch.Tensor) -> torch.Tensor:
         """(..., n, vocab) logits of targets ``rows`` -> (..., n) values of the target function."""
@@ -214,16 +221,44 @@ def _head_input_and_logits(ctx: AttributionContext, embeds: torch.Tensor, rows: 
     captured: list[torch.Tensor] = []
     handle = ctx.lm.arch.unembedding.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
     try:
-        try:
-            logits = ctx.lm.model(inputs_embeds=embeds, use_cache=False, logits_to_keep=rows).logits
-        except TypeError:  # a model without logits_to_keep: full logits
-            logits = ctx.lm.model(inputs_embeds=embeds, use_cache=False).logits
+        if ctx.n_encoder:  # full decoder logits; rows become decoder indices
+            logits = encoder_decoder_logits(ctx.lm.model, embeds, ctx.n_encoder)
+            rows = rows - ctx.n_encoder
+        else:
+            logits = _causal_logits(ctx.lm.model, embeds, rows)
     finally:
         handle.remove()
     head_in = captured[-1]
     if logits.shape[1] != len(rows):
         return head_in, logits[:, rows], rows
     return head_in, logits, torch.arange(len(rows), device=rows.device)
+
+
+def _causal_logits(model: torch.nn.Module, embeds: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """(batch, n_rows or pos, vocab) logits of a causal LM over ``embeds`` (batch, pos, d)."""
+    try:
+        return model(inputs_embeds=embeds, use_cache=False, logits_to_keep=rows).logits
+    except TypeError:  # a model without logits_to_keep: full logits
+        return model(inputs_embeds=embeds, use_cache=False).logits
+
+
+def encoder_decoder_logits(model: torch.nn.Module, embeds: torch.Tensor, n_encoder: int) -> torch.Tensor:
+    """(batch, dec_pos, vocab) decoder logits of an encoder-decoder over ``embeds`` (batch, pos, d):
+    the first ``n_encoder`` rows are the encoder's input embeddings, the rest the decoder's."""
+    return model(
+        inputs_embeds=embeds[:, :n_encoder],
+        decoder_inputs_embeds=embeds[:, n_encoder:],
+        use_cache=False,
+    ).logits
+
+
+def encoder_decoder_embeds(model: torch.nn.Module, encoder_ids: torch.Tensor, decoder_ids: torch.Tensor):
+    """(enc_pos + dec_pos, d_model) input embeddings exactly as each stack builds them (BART's
+    ``embed_scale`` included: its embedding modules multiply inside their forward)."""
+    stacks = (model.get_encoder(), model.get_decoder())
+    tables = [getattr(stack, "embed_tokens", None) for stack in stacks]
+    tables = [model.get_input_embeddings() if table is None else table for table in tables]
+    return torch.cat([tables[0](encoder_ids), tables[1](decoder_ids)])
 
 
 def _chunks(n_targets: int, batch: int) -> list[slice]:
@@ -498,6 +533,8 @@ METHODS: dict[str, Callable[[AttributionContext], MethodScores]] = {
     "attention": attention,
     "attention_rollout": attention_rollout,
 }
+ENC_DEC_METHODS = ("grad_x_input", "gradient", "integrated_gradients")
+"""Methods over encoder + decoder inputs (erasure and attention read one causal stack)."""
 ALIASES = {"saliency": "gradient", "ig": "integrated_gradients", "attention_last": "attention"}
 LABELS = {
     "grad_x_input": "Gradient × input",
@@ -551,15 +588,20 @@ def foil_id(lm: LM, foil: int | str) -> int:
 
 
 def _explained_positions(seq: OutputSeq, positions: Sequence[int] | None) -> list[int]:
+    lowest = seq.first_predicted_position  # 1; the first decoder token after the start on enc-dec
     if positions is None:
         first = seq.n_input_tokens if seq.n_output_tokens else 1
-        return list(range(max(first, 1), seq.n_tokens))
+        return list(range(max(first, lowest), seq.n_tokens))
     out = sorted({int(p) + (seq.n_tokens if int(p) < 0 else 0) for p in positions})
     for p in out:
-        if not 1 <= p < seq.n_tokens:
+        if not lowest <= p < seq.n_tokens:
+            why = (
+                "the decoder predicts from its start token on"
+                if lowest > 1
+                else "position 0 has no earlier tokens"
+            )
             raise PositionError(
-                f"Position {p} cannot be explained: pick 1..{seq.n_tokens - 1} (position 0 has no "
-                "earlier tokens)."
+                f"Position {p} cannot be explained: pick {lowest}..{seq.n_tokens - 1} ({why})."
             )
     return out
 
@@ -591,18 +633,23 @@ def build_context(
 ) -> AttributionContext:
     """Check the settings and gather what the methods need from ``seq`` and its model."""
     lm = seq.require_lm()
-    if seq.model_type != "causal":
+    if seq.model_type not in ("causal", "enc-dec"):
         raise ModelTypeError(
             f"Input saliency explains next-token predictions; {seq.model_name} is a "
-            f"{seq.model_type} model. Pick a causal model for this view."
+            f"{seq.model_type} model. Pick a causal or encoder-decoder model for this view."
         )
     _check_settings(target, foil, n_steps, baseline, quadrature)
     explained = _explained_positions(seq, positions)
     device = lm.device
     ids = torch.as_tensor(seq.token_ids, dtype=torch.long, device=device)
     pos = torch.tensor(explained, dtype=torch.long, device=device)
+    n_encoder = seq.n_input_tokens if seq.model_type == "enc-dec" else 0
     with torch.no_grad():
-        embeds = lm.model.get_input_embeddings()(ids).detach()  # (pos, d_model)
+        if n_encoder:
+            encoder_ids = torch.as_tensor(seq.extras["encoder"]["token_ids"], dtype=torch.long, device=device)
+            embeds = encoder_decoder_embeds(lm.model, encoder_ids, ids[n_encoder:]).detach()  # (pos, d)
+        else:
+            embeds = lm.model.get_input_embeddings()(ids).detach()  # (pos, d_model)
     foil_ids = None if foil is None else torch.full_like(pos, foil_id(lm, foil))
     return AttributionContext(
         lm=lm,
@@ -617,6 +664,7 @@ def build_context(
         quadrature=quadrature,
         attentions=lambda: _seq_attentions(seq),
         progress=progress,
+        n_encoder=n_encoder,
     )
 
 
@@ -635,6 +683,11 @@ def _seq_attentions(seq: OutputSeq) -> np.ndarray:
 def run_method(ctx: AttributionContext, attr_method: str, seq: OutputSeq) -> Saliency:
     """Run one method on a built context (holding the model's lock) and package the result."""
     name = method_name(attr_method)
+    if ctx.n_encoder and name not in ENC_DEC_METHODS:
+        raise ModelTypeError(
+            f"{LABELS[name]} is not available on encoder-decoders; pick one of: "
+            f"{', '.join(LABELS[m] for m in ENC_DEC_METHODS)}."
+        )
     with ctx.lm.lock:
         scores = METHODS[name](ctx)
         values = target_values(ctx)
