@@ -25,8 +25,8 @@ app.intro(
 )
 app.show_run_error()
 seq = app.current_seq()
-if seq.model_type != "causal":
-    st.info("Saliency explains next-token predictions: run a causal model (e.g. SmolLM2) to use it.")
+if seq.model_type == "mlm":
+    st.info("Saliency explains generated tokens: run a causal model (e.g. SmolLM2) or an encoder-decoder.")
     st.stop()
 
 left, middle, right = st.columns([1.2, 1.4, 1])

@@ -129,3 +129,12 @@ def test_attention_page_offers_three_sides_on_an_encoder_decoder(enc_dec_app):
     at.run()
     assert not at.exception and not at.error and len(charts(at)) == 2
     assert at.radio(key="attn_method").options == ["One head", "Mean of heads"]  # no rollout across stacks
+
+
+def test_saliency_page_explains_a_generated_token_of_an_encoder_decoder(enc_dec_app):
+    """Gradient x input over encoder and decoder inputs: the page draws a result, no refusal."""
+    at = open_page(enc_dec_app, "pages/saliency.py")
+    assert not at.exception
+    assert not at.info and not at.error, [m.value for m in [*at.info, *at.error]]
+    assert at.selectbox(key="saliency_method").value == "grad_x_input"
+    assert at.get("plotly_chart"), "the output x input heatmap is missing"
