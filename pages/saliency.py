@@ -13,8 +13,7 @@ TARGETS = {
     "contrast": "Logit difference vs a foil",
     "contrast_prob": "Probability difference vs a foil",
 }
-IG_STEPS = 12
-"""Default IG gradient steps (adaptive rule): ~1.7% completeness error in ~1.35 G on the embedded model."""
+IG_STEPS = 12  # adaptive rule: ~1.7% completeness error in ~1.35 G on the embedded model
 
 st.header("✨ Saliency")
 app.intro(

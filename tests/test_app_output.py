@@ -46,3 +46,18 @@ def test_prompt_html_is_escaped():
     assert "<img" not in html and "&lt;" in html
     shown = htmllib.unescape(re.sub(r"<[^>]+>", "", html))  # the text a reader sees
     assert "<img src=x onerror=alert(1)>" in shown
+
+
+def test_pages_have_no_stray_strings_that_streamlit_magic_would_draw():
+    """A bare string after the module docstring (e.g. a constant's "docstring") is drawn by magic."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    stray = []
+    for path in [root / "streamlit_app.py", *sorted((root / "pages").glob("*.py"))]:
+        body = ast.parse(path.read_text()).body
+        for node in body[1:]:
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+                stray.append(f"{path.name}:{node.lineno}")
+    assert not stray, stray
