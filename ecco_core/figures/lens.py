@@ -110,22 +110,14 @@ def rankings_figure(rankings: Rankings, title: str | None = None) -> go.Figure:
     )  # (layer, pos, 3)
     fig = go.Figure(
         go.Heatmap(
-            z=np.log10(rankings.ranks),
             x=np.arange(n_pos),
             y=np.arange(n_layers),
-            text=[[compact_rank(r) for r in row] for row in rankings.ranks],
-            texttemplate="%{text}",
             textfont={"size": 9 if n_pos > 24 else 11},
             customdata=custom,
             hovertemplate="%{customdata[0]} ranks <b>%{text}</b> (p=%{customdata[2]})<br>"
             "this layer predicts %{customdata[1]}<extra></extra>",
-            colorscale=RANK_COLORS,
-            reversescale=True,
-            zmin=0,
-            zmax=max(1.0, float(np.log10(rankings.ranks.max()))),
             xgap=1,
-            ygap=1,
-            colorbar=_rank_colorbar(int(rankings.ranks.max())),
+            **_rank_cells(rankings.ranks),
         )
     )
     prompt_end = int(np.searchsorted(rankings.positions, rankings.n_input_tokens))
@@ -144,6 +136,25 @@ def rankings_figure(rankings: Rankings, title: str | None = None) -> go.Figure:
     return base_layout(fig, title if title is not None else default, _rows_height(n_layers, extra=220))
 
 
+def _rank_cells(ranks: np.ndarray) -> dict:
+    """Heatmap settings shared by the rank views: log10 colour, rank 1 darkest, each cell labelled.
+
+    Args:
+        ranks: (layer, column) int ranks, 1 = top prediction.
+    """
+    return {
+        "z": np.log10(ranks),
+        "text": [[compact_rank(r) for r in row] for row in ranks],
+        "texttemplate": "%{text}",
+        "colorscale": RANK_COLORS,
+        "reversescale": True,
+        "zmin": 0,
+        "zmax": max(1.0, float(np.log10(ranks.max()))),
+        "ygap": 1,
+        "colorbar": _rank_colorbar(int(ranks.max())),
+    }
+
+
 def watch_heatmap_figure(watch: WatchRankings, title: str | None = None) -> go.Figure:
     """Layers x watched tokens: each cell the rank of that token at that layer."""
     n_layers, n_cand = watch.ranks.shape
@@ -151,21 +162,13 @@ def watch_heatmap_figure(watch: WatchRankings, title: str | None = None) -> go.F
     custom = np.stack([predicted, np.char.mod("%.2e", watch.probs.astype(float))], -1)
     fig = go.Figure(
         go.Heatmap(
-            z=np.log10(watch.ranks),
             x=[spaced(str(t)) for t in watch.watch_tokens],
             y=np.arange(n_layers),
-            text=[[compact_rank(r) for r in row] for row in watch.ranks],
-            texttemplate="%{text}",
             customdata=custom,
             hovertemplate="%{x} ranks <b>%{text}</b> (p=%{customdata[1]})<br>"
             "this layer predicts %{customdata[0]}<extra></extra>",
-            colorscale=RANK_COLORS,
-            reversescale=True,
-            zmin=0,
-            zmax=max(1.0, float(np.log10(watch.ranks.max()))),
             xgap=2,
-            ygap=1,
-            colorbar=_rank_colorbar(int(watch.ranks.max())),
+            **_rank_cells(watch.ranks),
         )
     )
     fig.update_xaxes(type="category")
