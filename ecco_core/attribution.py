@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import fast_grad
 from .errors import InputError, ModelTypeError, PositionError, TokenError
 
 if TYPE_CHECKING:
@@ -280,6 +281,15 @@ def objective_gradients(
         grads: (n_targets, pos, d_model) weighted sum over the batch of d target / d embeddings.
     """
     batch, n_pos, _ = embeds.shape
+    if batch == 1 and not ctx.n_encoder:
+        plan = fast_grad.plan_for(ctx.lm, n_pos)
+        if plan is not None:  # hand-written backward on packed rows (Llama family, float32)
+            values, grads = fast_grad.objective_gradients(
+                plan, embeds[0], ctx.positions, lambda logits: ctx.objective(logits, slice(None))
+            )
+            _report(ctx, 1.0)
+            scale = 1.0 if weights is None else weights[0]
+            return values[None], grads * scale
     weights = torch.ones(batch, device=embeds.device) if weights is None else weights
     n_t = len(ctx.positions)
     values = torch.zeros(batch, n_t, device=embeds.device)

@@ -1,0 +1,317 @@
+"""Input gradients of many targets through a Llama-family decoder, by a hand-written backward.
+
+The generic path (``attribution.objective_gradients``) backpropagates every target through the
+whole sequence with autograd: target ``i`` at position ``p_i`` costs ``max(p) + 1`` rows in every
+matmul, although its gradient is zero after row ``p_i - 1`` (the model is causal). Here the
+backward runs on *packed* rows, only the ``(target, row)`` pairs with ``row < p_i``, and fuses
+the element-wise steps of RMSNorm, SwiGLU and RoPE into a few tensor operations. On the standard
+workload that is ~23 % fewer matmul rows and a fraction of autograd's element-wise traffic.
+
+Applies to decoders built as Llama is (pre-norm RMSNorm, rotary attention with grouped KV
+heads, SiLU-gated MLP, no embedding scale): Llama, Mistral, Qwen2, in float32. ``plan_for``
+checks the hand-written forward and backward against the model and autograd once per model on
+a short sequence; a model that does not match keeps the generic path.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .lm import LM
+
+log = logging.getLogger(__name__)
+
+FAMILIES = ("llama", "mistral", "qwen2")
+ATTENTION_FLOATS = 1 << 24
+"""Bound on (targets x heads x rows x rows) floats per attention-backward step (64 MB)."""
+CHECK_TOLERANCE = 1e-4
+"""Relative error allowed between the hand-written path and the model / autograd (float32)."""
+
+
+@dataclass(eq=False)
+class LlamaPlan:
+    """The parts of one model the hand-written passes read."""
+
+    layers: list
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    theta: float
+    lm: LM
+    window: int | None = None
+
+
+@dataclass(eq=False)
+class _Saved:
+    """What one layer's backward needs from the forward (rows = positions)."""
+
+    x_in: torch.Tensor  # (L, d) normalised layer input (x * rms), before the norm weight
+    r_in: torch.Tensor  # (L, 1) 1 / rms of the layer input
+    q: torch.Tensor  # (H, L, D) queries after RoPE
+    k: torch.Tensor  # (Hkv, L, D) keys after RoPE
+    v: torch.Tensor  # (Hkv, L, D)
+    x_mid: torch.Tensor  # (L, d) normalised residual after attention
+    r_mid: torch.Tensor  # (L, 1)
+    silu_gate: torch.Tensor  # (L, F) silu(gate)
+    up_dsilu: torch.Tensor  # (L, F) up * silu'(gate)
+
+
+_plans_lock = threading.Lock()
+_UNCHECKED = object()
+
+
+def plan_for(lm: LM, length: int = 0) -> LlamaPlan | None:
+    """The model's plan, or None where the hand-written passes do not apply (checked once per
+    model; ``length`` rows beyond a sliding attention window also take the generic path)."""
+    with _plans_lock:
+        plan = lm.__dict__.get("_fast_grad_plan", _UNCHECKED)
+        if plan is _UNCHECKED:
+            plan = lm.__dict__["_fast_grad_plan"] = _make_plan(lm)
+    if plan is not None and plan.window and length > plan.window:
+        return None
+    return plan
+
+
+def _make_plan(lm: LM) -> LlamaPlan | None:
+    config = lm.model.config
+    family = getattr(config, "model_type", "")
+    if family not in FAMILIES or lm.model_type != "causal" or lm.dtype != torch.float32:
+        return None
+    if getattr(config, "hidden_act", "silu") != "silu" or getattr(config, "pretraining_tp", 1) > 1:
+        return None
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    if rope.get("rope_type", rope.get("type", "default")) != "default":
+        return None
+    theta = rope.get("rope_theta", getattr(config, "rope_theta", None))
+    n_heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
+    if theta is None:
+        return None
+    plan = LlamaPlan(
+        layers=list(lm.arch.blocks),
+        n_heads=n_heads,
+        n_kv_heads=getattr(config, "num_key_value_heads", None) or n_heads,
+        head_dim=head_dim,
+        theta=float(theta),
+        lm=lm,
+        window=getattr(config, "sliding_window", None),
+    )
+    try:
+        ok = _self_check(plan)
+    except Exception as error:  # any mismatch of structure: keep the generic path
+        log.info("hand-written gradients do not apply to %s: %s", lm.name, error)
+        return None
+    return plan if ok else None
+
+
+# ----- forward -------------------------------------------------------------------------------------
+def _rope(plan: LlamaPlan, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L, D) cos and sin, computed as HF's default rotary embedding does."""
+    d = plan.head_dim
+    inv_freq = 1.0 / (plan.theta ** (torch.arange(0, d, 2, dtype=torch.int64, device=device).float() / d))
+    freqs = torch.arange(n, device=device).float()[:, None] * inv_freq[None]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _rotate_half_transposed(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((x[..., half:], -x[..., :half]), dim=-1)
+
+
+def _norm(x: torch.Tensor, norm: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x * r, r) for an RMSNorm (r = 1 / rms)."""
+    eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6))
+    r = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return x * r, r
+
+
+def _attention_probs(q: torch.Tensor, k: torch.Tensor, groups: int) -> torch.Tensor:
+    """(H, L, L) causal softmax of q (H, L, D) against k (Hkv, L, D)."""
+    n = q.shape[1]
+    scores = q @ k.repeat_interleave(groups, 0).transpose(1, 2) / math.sqrt(q.shape[-1])
+    causal = torch.ones(n, n, dtype=torch.bool, device=q.device).triu(1)
+    return scores.masked_fill(causal, float("-inf")).softmax(-1)
+
+
+def forward(plan: LlamaPlan, embeds: torch.Tensor) -> tuple[torch.Tensor, list[_Saved]]:
+    """The residual stream after the last block, (L, d), and what each layer's backward needs."""
+    n = embeds.shape[0]
+    cos, sin = _rope(plan, n, embeds.device)
+    groups = plan.n_heads // plan.n_kv_heads
+    h, saved = embeds, []
+    for block in plan.layers:
+        attn, mlp = block.self_attn, block.mlp
+        x_in, r_in = _norm(h, block.input_layernorm)
+        x = block.input_layernorm.weight * x_in
+        q = attn.q_proj(x).view(n, plan.n_heads, plan.head_dim).transpose(0, 1)
+        k = attn.k_proj(x).view(n, plan.n_kv_heads, plan.head_dim).transpose(0, 1)
+        v = attn.v_proj(x).view(n, plan.n_kv_heads, plan.head_dim).transpose(0, 1)
+        q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+        probs = _attention_probs(q, k, groups)
+        mixed = probs @ v.repeat_interleave(groups, 0)  # (H, L, D)
+        h = h + attn.o_proj(mixed.transpose(0, 1).reshape(n, -1))
+        x_mid, r_mid = _norm(h, block.post_attention_layernorm)
+        x = block.post_attention_layernorm.weight * x_mid
+        gate, up = mlp.gate_proj(x), mlp.up_proj(x)
+        sig = torch.sigmoid(gate)
+        silu = gate * sig
+        h = h + mlp.down_proj(silu * up)
+        saved.append(_Saved(x_in, r_in, q, k, v, x_mid, r_mid, silu, up * sig * (1 + gate * (1 - sig))))
+    return h, saved
+
+
+# ----- backward on packed rows ---------------------------------------------------------------------
+def _norm_backward(g: torch.Tensor, weight: torch.Tensor, x_normed: torch.Tensor, r: torch.Tensor):
+    """d input of y = weight * x * r, for packed rows (x_normed, r gathered per row)."""
+    t = g * weight
+    return r * (t - x_normed * (t * x_normed).mean(-1, keepdim=True))
+
+
+def backward(
+    plan: LlamaPlan, saved: list[_Saved], seeds: torch.Tensor, positions: torch.Tensor
+) -> torch.Tensor:
+    """Gradients w.r.t. the embeddings of ``n`` targets.
+
+    Args:
+        seeds: (n, d) d target / d last residual at each target's row (``positions - 1``).
+        positions: (n,) target positions; target ``i`` reads rows ``0 .. positions[i] - 1``.
+
+    Returns:
+        (n, max(positions), d) gradients (zero at and after each target's position).
+    """
+    n, length = len(positions), int(positions.max())
+    device = seeds.device
+    seed_of = torch.repeat_interleave(torch.arange(n, device=device), positions)
+    row_of = torch.cat([torch.arange(int(p), device=device) for p in positions])
+    last = torch.cumsum(positions, 0) - 1  # packed index of each target's own row
+    g = torch.zeros(len(row_of), seeds.shape[1], device=device, dtype=seeds.dtype)
+    g[last] = seeds
+    cos, sin = _rope(plan, length, device)
+    cos_rows, sin_rows = cos[row_of][:, None], sin[row_of][:, None]  # (R, 1, D)
+    for block, s in zip(reversed(plan.layers), reversed(saved), strict=True):
+        mlp, attn = block.mlp, block.self_attn
+        # MLP: h += down(silu(gate(x)) * up(x)), x = w * norm(h)
+        g_hidden = g @ mlp.down_proj.weight  # (R, F)
+        g_x = (g_hidden * s.up_dsilu[row_of]) @ mlp.gate_proj.weight
+        g_x += (g_hidden * s.silu_gate[row_of]) @ mlp.up_proj.weight
+        w = block.post_attention_layernorm.weight
+        g = g + _norm_backward(g_x, w, s.x_mid[row_of], s.r_mid[row_of])
+        # attention: h += o(softmax(q k^T) v), on (target, head, row, row) blocks
+        g_mixed = g @ attn.o_proj.weight  # (R, H * D)
+        g_q, g_k, g_v = _attention_backward(plan, s, g_mixed, seed_of, row_of, n, length)
+        g_q = g_q * cos_rows + _rotate_half_transposed(g_q * sin_rows)
+        g_k = g_k * cos_rows + _rotate_half_transposed(g_k * sin_rows)
+        g_x = g_q.flatten(1) @ attn.q_proj.weight
+        g_x += g_k.flatten(1) @ attn.k_proj.weight
+        g_x += g_v.flatten(1) @ attn.v_proj.weight
+        g = g + _norm_backward(g_x, block.input_layernorm.weight, s.x_in[row_of], s.r_in[row_of])
+    out = torch.zeros(n, length, seeds.shape[1], device=device, dtype=seeds.dtype)
+    out[seed_of, row_of] = g
+    return out
+
+
+def _attention_backward(plan, s: _Saved, g_mixed, seed_of, row_of, n: int, length: int):
+    """Packed (R, H, D) d queries, (R, Hkv, D) d keys and d values (keys and values before RoPE
+    is undone for keys only by the caller)."""
+    heads, kv, d = plan.n_heads, plan.n_kv_heads, plan.head_dim
+    groups = heads // kv
+    q, k, v = s.q[:, :length], s.k[:, :length], s.v[:, :length]
+    probs = _attention_probs(q, k, groups)  # (H, L, L)
+    k_all, v_all = k.repeat_interleave(groups, 0), v.repeat_interleave(groups, 0)
+    scale = 1.0 / math.sqrt(d)
+    padded = torch.zeros(n, length, heads, d, device=g_mixed.device, dtype=g_mixed.dtype)
+    padded[seed_of, row_of] = g_mixed.view(-1, heads, d)
+    padded = padded.transpose(1, 2)  # (n, H, L, D)
+    out_q = torch.empty_like(padded)
+    out_k = torch.empty(n, kv, length, d, device=padded.device, dtype=padded.dtype)
+    out_v = torch.empty_like(out_k)
+    step = max(1, ATTENTION_FLOATS // (heads * length * length))
+    for start in range(0, n, step):
+        go = padded[start : start + step]  # (m, H, L, D)
+        g_probs = go @ v_all.transpose(1, 2)  # (m, H, L, L)
+        g_scores = probs * (g_probs - (g_probs * probs).sum(-1, keepdim=True)) * scale
+        out_q[start : start + step] = g_scores @ k_all
+        m = go.shape[0]
+        out_k[start : start + step] = (g_scores.transpose(2, 3) @ q).view(m, kv, groups, length, d).sum(2)
+        out_v[start : start + step] = (probs.transpose(1, 2) @ go).view(m, kv, groups, length, d).sum(2)
+    pick = (seed_of, slice(None), row_of)
+    return out_q[pick], out_k[pick], out_v[pick]  # (R, H, D), (R, Hkv, D), (R, Hkv, D)
+
+
+# ----- one call for attribution --------------------------------------------------------------------
+def objective_gradients(
+    plan: LlamaPlan,
+    embeds: torch.Tensor,
+    positions: torch.Tensor,
+    objective: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Target values (n,) and gradients (n, L, d) w.r.t. ``embeds`` (L, d) of one sequence.
+
+    ``objective`` maps (1, n, vocab) logits at rows ``positions - 1`` to (1, n) target values.
+    """
+    from .architecture import unembed
+
+    with torch.no_grad():
+        hidden, saved = forward(plan, embeds[: int(positions.max())])
+    with torch.enable_grad():
+        rows = hidden[positions - 1].detach().requires_grad_(True)  # (n, d)
+        values = objective(unembed(plan.lm.arch, rows)[None])[0]  # (n,)
+        (seeds,) = torch.autograd.grad(values.sum(), rows)
+    with torch.no_grad():
+        grads = backward(plan, saved, seeds, positions)
+    full = torch.zeros(len(positions), *embeds.shape, device=embeds.device, dtype=torch.float32)
+    full[:, : grads.shape[1]] = grads
+    return values.detach(), full
+
+
+def _self_check(plan: LlamaPlan) -> bool:
+    """Compare the hand-written passes with the model's own logits and autograd's gradients on
+    a short sequence, for targets at three positions."""
+    lm = plan.lm
+    table = lm.model.get_input_embeddings()
+    ids = (torch.arange(9, device=lm.device) * 7919 + 11) % table.num_embeddings
+    embeds = table(ids).detach().float()
+    positions = torch.tensor([4, 7, 9], device=lm.device)
+    targets = ids[positions % len(ids)]
+
+    def objective(logits):  # (1, n, vocab) -> (1, n)
+        return logits.float().log_softmax(-1).gather(-1, targets[None, :, None])[..., 0]
+
+    reference = torch.zeros(len(positions), *embeds.shape, device=lm.device)
+    with torch.enable_grad():
+        leaf = embeds.clone().requires_grad_(True)
+        logits = lm.model(inputs_embeds=leaf[None], use_cache=False).logits[:, positions - 1]
+        values = objective(logits)[0]
+        for i in range(len(positions)):
+            (reference[i],) = torch.autograd.grad(values[i], leaf, retain_graph=True)
+    with torch.no_grad():
+        hidden, _ = forward(plan, embeds)
+        own_logits = lm.unembed(hidden[positions - 1]).float()
+    _, fast = objective_gradients(plan, embeds, positions, objective)
+    if not _close(own_logits, logits[0].detach().float()):
+        log.info("hand-written forward of %s differs from the model's logits", lm.name)
+        return False
+    if not _close(fast, reference):
+        log.info("hand-written backward of %s differs from autograd", lm.name)
+        return False
+    return True
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    scale = b.abs().max().clamp_min(1e-12)
+    return bool(((a - b).abs().max() / scale) <= CHECK_TOLERANCE)
