@@ -407,10 +407,11 @@ def _within(layers: Sequence[int] | None, n_layers: int) -> list[int] | None:
 
 
 def _is_causal(model) -> bool:
+    if type(model).__name__.endswith("ForCausalLM"):
+        return True  # before importing the auto mapping (a native model never needs it)
     from transformers.models.auto import modeling_auto as auto
 
-    names = set(auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
-    return type(model).__name__ in names or type(model).__name__.endswith("ForCausalLM")
+    return type(model).__name__ in set(auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
 
 
 def _check_settings(generate: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
