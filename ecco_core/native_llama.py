@@ -76,13 +76,16 @@ def supports(config: dict, generation: dict | None = None) -> bool:
     """Whether this module reproduces a checkpoint exactly: plain Llama (default RoPE, SiLU, no
     biases, no tensor-parallel split, no quantisation); with ``generation``, whether its
     generation_config.json sets nothing that ``generate`` here would ignore."""
-    rope = config.get("rope_scaling") or config.get("rope_parameters") or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else None
+    ropes = [config[key] for key in ("rope_scaling", "rope_parameters") if config.get(key) is not None]
+    default_rope = all(
+        isinstance(rope, dict) and rope.get("rope_type", rope.get("type", "default")) == "default"
+        for rope in ropes
+    )
     architectures = config.get("architectures") or ["LlamaForCausalLM"]
     plain = (
         config.get("model_type") == "llama"
         and "LlamaForCausalLM" in architectures
-        and rope_type == "default"
+        and default_rope
         and config.get("partial_rotary_factor", 1.0) == 1.0
         and not config.get("attention_bias", False)
         and not config.get("mlp_bias", False)
@@ -123,7 +126,7 @@ class NativeLlamaConfig:
 
 
 class GenerationSettings:
-    """generation_config.json as attributes (falls back to the model config's special token ids)."""
+    """generation_config.json as attributes (absent keys are absent, as ``getattr`` defaults expect)."""
 
     def __init__(self, values: dict) -> None:
         self.__dict__.update(values)

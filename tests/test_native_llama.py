@@ -79,6 +79,8 @@ PLAIN = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_a
         {"architectures": ["LlamaForSequenceClassification"]},
         {"quantization_config": {"quant_method": "bitsandbytes"}},
         {"partial_rotary_factor": 0.5},
+        {"rope_scaling": {"rope_type": "default"}, "rope_parameters": {"rope_type": "yarn", "factor": 4.0}},
+        {"rope_scaling": "linear"},
     ],
 )
 def test_supports_refuses_what_it_does_not_reproduce(change):
