@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import torch
 
 from .errors import ComponentsError, EccoError, InputError, NumericalError, PositionError
 from .output import OutputSeq
@@ -393,7 +394,10 @@ def _fit_nmf(data: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, float, N
 
 NMF_MAX_SWEEPS = 300
 NMF_TOL = 1e-6
-"""Stop when a sweep lowers the relative fit error by less than this fraction of it."""
+"""Stop when a sweep lowers the relative fit error by less than this fraction of it (on average
+over the sweeps between two checks)."""
+NMF_CHECK_EVERY = 4
+"""Sweeps between two fit-error checks."""
 
 
 def _nndsvda(data: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -433,29 +437,39 @@ def _nndsvda(data: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _hals(data: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Fit data (position, feature) ~ scores (position, k) @ parts (k, feature), both >= 0."""
+    """Fit data (position, feature) ~ scores (position, k) @ parts (k, feature), both >= 0.
+
+    The wide side (parts, ~46k features) runs in torch (its thin matmuls and row updates are 2-4x
+    faster than numpy's here); the fit error, which needs float64, is checked every few sweeps.
+    """
     scores, parts = _nndsvda(data, k)
+    x = torch.from_numpy(data)  # (position, feature)
+    x_t = x.T.contiguous()  # (feature, position)
+    scores_t, parts_t = torch.from_numpy(scores), torch.from_numpy(parts)  # share memory
     total = float(np.square(data, dtype=np.float64).sum())
     tiny = np.float32(1e-12)
     previous = np.inf
-    for _ in range(NMF_MAX_SWEEPS):
-        data_parts = data @ parts.T  # (position, k)
-        parts_gram = parts @ parts.T  # (k, k)
+    for sweep in range(NMF_MAX_SWEEPS):
+        data_parts = (parts_t @ x_t).T.numpy()  # (position, k)
+        parts_gram = (parts_t @ parts_t.T).numpy()  # (k, k)
         for _ in range(6):  # the score side is tiny: several passes cost nothing
             for j in range(k):
                 step = (data_parts[:, j] - scores @ parts_gram[:, j]) / max(parts_gram[j, j], tiny)
                 scores[:, j] = np.maximum(scores[:, j] + step, tiny)
-        scores_data = scores.T @ data  # (k, feature)
-        scores_gram = scores.T @ scores  # (k, k)
+        scores_data = scores_t.T @ x  # (k, feature)
+        scores_gram = scores_t.T @ scores_t  # (k, k)
+        diagonal = scores_gram.diagonal().tolist()
         for _ in range(2):
             for j in range(k):
-                if scores_gram[j, j] > 0:
-                    step = (scores_data[j] - scores_gram[j] @ parts) / scores_gram[j, j]
-                    parts[j] = np.maximum(parts[j] + step, 0)
-        fit = float(np.multiply(scores_data, parts, dtype=np.float64).sum())
-        model = float(np.multiply(scores_gram, parts @ parts.T, dtype=np.float64).sum())
+                if diagonal[j] > 0:  # parts[j] += (scores_data[j] - scores_gram[j] @ parts) / gram[j, j]
+                    step = torch.addmv(scores_data[j], parts_t.T, scores_gram[j], alpha=-1)
+                    parts_t[j].add_(step, alpha=1 / diagonal[j]).clamp_min_(0)
+        if (sweep + 1) % NMF_CHECK_EVERY and sweep + 1 < NMF_MAX_SWEEPS:
+            continue
+        fit = float(torch.dot(scores_data.ravel().double(), parts_t.ravel().double()))
+        model = float((scores_gram.double() * (parts_t @ parts_t.T).double()).sum())
         error = np.sqrt(max(total - 2 * fit + model, 0.0) / total)
-        if previous - error < NMF_TOL * previous:
+        if previous - error < NMF_TOL * NMF_CHECK_EVERY * previous:
             break
         previous = error
     return scores, parts

@@ -244,3 +244,21 @@ def test_mixed_prompt_separates_digits_from_words(smol):
     best = int(np.argmax(purity))
     assert purity[best] >= 5 / 6
     assert np.mean(result.components[best][digit]) > 3 * np.mean(result.components[best][~digit])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_nmf_fits_as_well_as_scikit_learn(seed):
+    """Same loss and start as scikit-learn's coordinate-descent NMF: no worse a fit (noisy data,
+    so no factorisation is exact)."""
+    from sklearn.decomposition import NMF
+
+    rng = np.random.default_rng(seed)
+    acts, _, _ = planted(n_factors=6, n_pos=45, seed=seed)
+    acts = acts + 0.3 * rng.random(acts.shape)  # (layer, neuron, pos)
+    ours = neurons.run_nmf(synthetic_seq(acts), 5)
+    data = acts.reshape(-1, acts.shape[-1]).T.astype(np.float64)  # (pos, features)
+    reference = NMF(5, init="nndsvda", solver="cd", tol=1e-6, max_iter=2000).fit(data)
+    theirs = np.linalg.norm(data - reference.transform(data) @ reference.components_) / np.linalg.norm(data)
+    assert ours.fit_error <= theirs * 1.002
+    rebuilt = ours.full_components().T @ ours.loadings.reshape(5, -1)  # (pos, features)
+    assert np.linalg.norm(data - rebuilt) / np.linalg.norm(data) == pytest.approx(ours.fit_error, rel=1e-3)
