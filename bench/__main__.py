@@ -15,7 +15,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -62,30 +61,27 @@ def long_prompt(lm, n_tokens: int) -> str:
     return lm.tokenizer.decode(ids)
 
 
-def child(kind: str, tokens: int) -> dict:
-    """Runs in a fresh process: the load, or one standard workload, and its peak RSS."""
+def child(tokens: int) -> dict:
+    """Runs in a fresh process: one standard workload (``tokens`` prompt tokens, 0 for the EU
+    prompt), its stages and its peak RSS."""
     torch.set_num_threads(2)
-    start = time.perf_counter()
-    import ecco_core  # already imported with bench.workload: import_s is ~0 here
+    import ecco_core
 
-    imported = time.perf_counter()
     lm = ecco_core.from_pretrained(device="cpu")
-    loaded = time.perf_counter()
-    out = {"import_s": imported - start, "load_s": loaded - imported, "source": lm.source}
-    if kind == "workload":
-        prompt = w.EU_PROMPT if tokens == 0 else long_prompt(lm, tokens)
-        out["stages"] = w.standard_workload(lm, prompt)
-        out["peak_rss_mb"] = peak_rss_mb()  # the workload's own peak, before the reference forward
-        ids = lm.encode(prompt)[None]
-        with torch.inference_mode():
-            out["forward_s"] = median_of(lambda: lm.model(ids, logits_to_keep=1), 2)
-        return out
-    out["peak_rss_mb"] = peak_rss_mb()
+    prompt = w.EU_PROMPT if tokens == 0 else long_prompt(lm, tokens)
+    out = {"stages": w.standard_workload(lm, prompt)}
+    out["peak_rss_mb"] = peak_rss_mb()  # the workload's own peak, before the reference forward
+    ids = lm.encode(prompt)[None]
+    with torch.inference_mode():
+        out["forward_s"] = median_of(lambda: lm.model(ids, logits_to_keep=1), 2)
     return out
 
 
 def run_child(kind: str, tokens: int = 0) -> dict:
-    cmd = [sys.executable, "-m", "bench", "--child", kind, "--tokens", str(tokens)]
+    if kind == "load":  # its own module: nothing of ecco_core is imported before the clock starts
+        cmd = [sys.executable, "-m", "bench.load_child"]
+    else:
+        cmd = [sys.executable, "-m", "bench", "--child", "--tokens", str(tokens)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"bench child {kind} failed:\n{done.stderr[-3000:]}")
@@ -106,15 +102,21 @@ def interaction_ms(seq) -> float:
 
 
 class Yardstick:
-    """G, the bare generate, timed again before every figure: a figure's ratio uses the G
-    measured around it, so a busy spell on a shared machine moves both."""
+    """G, a bare generate of transformers' own model class on the same weights, timed again
+    before every figure: a figure's ratio uses the G measured around it, so a busy spell on a
+    shared machine moves both. The generate of the model ecco_core loaded (native_llama for the
+    default model) is timed alongside, for the record."""
 
     def __init__(self, lm) -> None:
-        self.lm, self.samples = lm, []
-        w.bare_generate(lm)  # warm-up
+        self.lm, self.reference = lm, w.transformers_model(lm)
+        self.samples, self.own_samples = [], []
+        w.bare_generate(lm, model=self.reference)  # warm-ups
+        w.bare_generate(lm)
 
     def sample(self, n: int = 1) -> None:
-        self.samples += [w.timed(lambda: w.bare_generate(self.lm))[0] for _ in range(n)]
+        for _ in range(n):
+            self.samples.append(w.timed(lambda: w.bare_generate(self.lm, model=self.reference))[0])
+            self.own_samples.append(w.timed(lambda: w.bare_generate(self.lm))[0])
 
     @property
     def median(self) -> float:
@@ -159,13 +161,17 @@ def measure(runs: int) -> dict:
     r["erasure_s"] = median_of(lambda: seq.saliency("erasure"), 1)
     loads = [run_child("load") for _ in range(3)]
     g.sample(runs)
-    r["warm_load_s"] = statistics.median(x["load_s"] for x in loads)
+    r["warm_load_s"] = statistics.median(x["import_s"] + x["load_s"] for x in loads)
     r["warm_import_s"] = statistics.median(x["import_s"] for x in loads)
-    r["warm_load_source"] = loads[0]["source"]
+    r["warm_torch_import_s"] = statistics.median(x["torch_import_s"] for x in loads)
+    r["warm_load_source"] = f"{loads[0]['source']} ({loads[0]['model_class']})"
     standard = run_child("workload")
     r["peak_rss_mb"] = standard["peak_rss_mb"]
     r["bare_generate_s"] = g.median
     r["bare_generate_samples_s"] = [round(x, 4) for x in g.samples]
+    r["bare_generate_model"] = type(g.reference).__name__
+    r["own_generate_s"] = statistics.median(g.own_samples)
+    r["own_generate_model"] = type(lm.model).__name__
     r["scaling"] = [{"prompt_tokens": n, **_scaling_row(run_child("workload", n))} for n in SCALING_TOKENS]
     r["machine"] = {
         "cores": os.cpu_count(),
@@ -232,17 +238,22 @@ def print_table(r: dict) -> None:
         f"{r['ig_default_s']:.3f} s, completeness error {r['ig_default_completeness_error']:.3f}"
     )
     print(f"G samples (s): {r['bare_generate_samples_s']}")
+    print(
+        f"G is {r['bare_generate_model']}.generate; the loaded {r['own_generate_model']}.generate: "
+        f"{r['own_generate_s']:.3f} s. Warm load = import ecco_core + from_pretrained after "
+        f"import torch ({r['warm_torch_import_s']:.2f} s, not counted); source {r['warm_load_source']}"
+    )
     print(f"\nmachine: {r['machine']}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5, help="timed runs per figure (median)")
-    parser.add_argument("--child", choices=["load", "workload"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tokens", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.tokens)))
+        print(json.dumps(child(args.tokens)))
         return 0
     results = measure(args.runs)
     results["all_targets_met"] = all(ok for *_, ok in verdicts(results))

@@ -21,11 +21,12 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - start, value
 
 
-def bare_generate(lm: ecco_core.LM, prompt: str = EU_PROMPT, n: int = N_GENERATE) -> torch.Tensor:
-    """The yardstick G: the library's own greedy generate, nothing else."""
+def bare_generate(lm: ecco_core.LM, prompt: str = EU_PROMPT, n: int = N_GENERATE, model=None) -> torch.Tensor:
+    """A plain greedy ``model.generate`` of ``n`` tokens, nothing else (``model``: another model
+    of the same weights, e.g. transformers' own class for the yardstick G)."""
     ids = lm.encode(prompt)[None]
     with torch.inference_mode():
-        return lm.model.generate(
+        return (model or lm.model).generate(
             ids,
             attention_mask=torch.ones_like(ids),
             max_new_tokens=n,
@@ -33,6 +34,19 @@ def bare_generate(lm: ecco_core.LM, prompt: str = EU_PROMPT, n: int = N_GENERATE
             do_sample=False,
             pad_token_id=lm.tokenizer.eos_token_id,
         )
+
+
+def transformers_model(lm: ecco_core.LM) -> torch.nn.Module:
+    """The default model's weights in transformers' own class: G times *its* ``generate``, the
+    yardstick of issue 7, whichever implementation ecco_core loaded (see native_llama)."""
+    if type(lm.model).__module__.startswith("transformers"):
+        return lm.model
+    from transformers import AutoModelForCausalLM
+
+    from ecco_core.models import embedded_gguf_path, gguf_cache_dir
+
+    folder = gguf_cache_dir(embedded_gguf_path())
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
 
 
 def generate(lm: ecco_core.LM, prompt: str = EU_PROMPT, n: int = N_GENERATE) -> OutputSeq:

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FAMILIES = ("llama", "mistral", "qwen2")
+DENSE_ATTENTION_ROWS = 256
+"""Up to this many rows the attention backward is dense and batched over targets; beyond, fused."""
 ATTENTION_FLOATS = 1 << 24
 """Bound on (targets x heads x rows x rows) floats per attention-backward step (64 MB)."""
 CHECK_TOLERANCE = 1e-4
@@ -199,6 +201,8 @@ def backward(
     seed_of = torch.repeat_interleave(torch.arange(n, device=device), positions)
     row_of = torch.cat([torch.arange(int(p), device=device) for p in positions])
     last = torch.cumsum(positions, 0) - 1  # packed index of each target's own row
+    ends = (last + 1).tolist()
+    spans = [(end - int(p), end, int(p)) for end, p in zip(ends, positions.tolist(), strict=True)]
     g = torch.zeros(len(row_of), seeds.shape[1], device=device, dtype=seeds.dtype)
     g[last] = seeds
     cos, sin = _rope(plan, length, device)
@@ -207,8 +211,13 @@ def backward(
         mlp, attn = block.mlp, block.self_attn
         # MLP: h += down(silu(gate(x)) * up(x)), x = w * norm(h)
         g_hidden = g @ mlp.down_proj.weight  # (R, F)
-        g_x = (g_hidden * s.up_dsilu[row_of]) @ mlp.gate_proj.weight
-        g_x += (g_hidden * s.silu_gate[row_of]) @ mlp.up_proj.weight
+        gated = torch.empty_like(g_hidden)
+        for start, stop, n_rows in spans:  # target i's rows are positions 0 .. p_i - 1: no gather
+            torch.mul(g_hidden[start:stop], s.up_dsilu[:n_rows], out=gated[start:stop])
+        g_x = gated @ mlp.gate_proj.weight
+        for start, stop, n_rows in spans:
+            g_hidden[start:stop].mul_(s.silu_gate[:n_rows])
+        g_x.addmm_(g_hidden, mlp.up_proj.weight)
         w = block.post_attention_layernorm.weight
         g = g + _norm_backward(g_x, w, s.x_mid[row_of], s.r_mid[row_of])
         # attention: h += o(softmax(q k^T) v), on (target, head, row, row) blocks
@@ -226,31 +235,50 @@ def backward(
 
 
 def _attention_backward(plan, s: _Saved, g_mixed, seed_of, row_of, n: int, length: int):
-    """Packed (R, H, D) d queries, (R, Hkv, D) d keys and d values (keys and values before RoPE
-    is undone for keys only by the caller)."""
+    """Packed (R, H, D) d queries (after RoPE), (R, Hkv, D) d keys (after RoPE) and d values."""
     heads, kv, d = plan.n_heads, plan.n_kv_heads, plan.head_dim
     groups = heads // kv
     q, k, v = s.q[:, :length], s.k[:, :length], s.v[:, :length]
-    probs = _attention_probs(q, k, groups)  # (H, L, L)
-    k_all, v_all = k.repeat_interleave(groups, 0), v.repeat_interleave(groups, 0)
-    scale = 1.0 / math.sqrt(d)
+    k_all, v_all = k.repeat_interleave(groups, 0), v.repeat_interleave(groups, 0)  # (H, L, D)
     padded = torch.zeros(n, length, heads, d, device=g_mixed.device, dtype=g_mixed.dtype)
     padded[seed_of, row_of] = g_mixed.view(-1, heads, d)
     padded = padded.transpose(1, 2)  # (n, H, L, D)
-    out_q = torch.empty_like(padded)
-    out_k = torch.empty(n, kv, length, d, device=padded.device, dtype=padded.dtype)
-    out_v = torch.empty_like(out_k)
+    out_q, out_k, out_v = (torch.empty_like(padded) for _ in range(3))
+    if length <= DENSE_ATTENTION_ROWS:
+        _dense_attention_backward(q, k_all, v_all, padded, out_q, out_k, out_v)
+    else:
+        _fused_attention_backward(q, k_all, v_all, padded, out_q, out_k, out_v)
+    out_k = out_k.view(n, kv, groups, length, d).sum(2)  # grouped heads share keys and values
+    out_v = out_v.view(n, kv, groups, length, d).sum(2)
+    pick = (seed_of, slice(None), row_of)
+    return out_q[pick], out_k[pick], out_v[pick]  # (R, H, D), (R, Hkv, D), (R, Hkv, D)
+
+
+def _dense_attention_backward(q, k, v, padded, out_q, out_k, out_v) -> None:
+    """Short texts: the (target, head, row, row) softmax backward as a few batched matmuls."""
+    n, heads, length, d = padded.shape
+    probs = _attention_probs(q, k, 1)  # (H, L, L)
+    scale = 1.0 / math.sqrt(d)
     step = max(1, ATTENTION_FLOATS // (heads * length * length))
     for start in range(0, n, step):
         go = padded[start : start + step]  # (m, H, L, D)
-        g_probs = go @ v_all.transpose(1, 2)  # (m, H, L, L)
+        g_probs = go @ v.transpose(1, 2)  # (m, H, L, L)
         g_scores = probs * (g_probs - (g_probs * probs).sum(-1, keepdim=True)) * scale
-        out_q[start : start + step] = g_scores @ k_all
-        m = go.shape[0]
-        out_k[start : start + step] = (g_scores.transpose(2, 3) @ q).view(m, kv, groups, length, d).sum(2)
-        out_v[start : start + step] = (probs.transpose(1, 2) @ go).view(m, kv, groups, length, d).sum(2)
-    pick = (seed_of, slice(None), row_of)
-    return out_q[pick], out_k[pick], out_v[pick]  # (R, H, D), (R, Hkv, D), (R, Hkv, D)
+        out_q[start : start + step] = g_scores @ k
+        out_k[start : start + step] = g_scores.transpose(2, 3) @ q
+        out_v[start : start + step] = probs.transpose(1, 2) @ go
+
+
+def _fused_attention_backward(q, k, v, padded, out_q, out_k, out_v) -> None:
+    """Long texts: PyTorch's fused (flash) attention backward once per target, which never holds
+    a (row, row) matrix; the dense form's element-wise passes over n x H x L x L floats cost
+    more than the matmuls beyond a few hundred rows."""
+    with torch.enable_grad():
+        leaves = [t.detach().requires_grad_(True) for t in (q, k, v)]
+        out = torch.nn.functional.scaled_dot_product_attention(*(t[None] for t in leaves), is_causal=True)[0]
+        for i in range(padded.shape[0]):
+            grads = torch.autograd.grad(out, leaves, padded[i], retain_graph=i + 1 < padded.shape[0])
+            out_q[i], out_k[i], out_v[i] = grads
 
 
 # ----- one call for attribution --------------------------------------------------------------------
