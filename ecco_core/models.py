@@ -129,7 +129,8 @@ def _load_gguf(gguf: Path, name: str, dtype: torch.dtype) -> LoadedWeights:
     """Load a GGUF through the disk cache; convert and fill the cache on a miss.
 
     A cached plain Llama loads through ``native_llama`` (no transformers model code, ~2 s less
-    per process) unless ``ECCO_NATIVE=0``.
+    per process) unless ``ECCO_NATIVE=0``; so does the process that converts it, once the cache
+    is written, so a run never depends on whether the cache was warm.
     """
     target = gguf_cache_dir(gguf)
     with _convert_lock:
@@ -141,6 +142,11 @@ def _load_gguf(gguf: Path, name: str, dtype: torch.dtype) -> LoadedWeights:
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         _mark_dequantised(model)
         _write_cache(model, tokenizer, target)
+        if (target / "COMPLETE").exists():  # the same class as every later process gets
+            native = _load_native(target, name, dtype)
+            if native is not None:
+                native.source, native.path = "gguf", str(gguf)
+                return native
         if dtype != torch.float32:
             model = model.to(dtype)
         return LoadedWeights(model, tokenizer, name, "gguf", str(gguf))
