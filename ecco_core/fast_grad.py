@@ -319,13 +319,11 @@ def _self_check(plan: LlamaPlan) -> bool:
     def objective(logits):  # (1, n, vocab) -> (1, n)
         return logits.float().log_softmax(-1).gather(-1, targets[None, :, None])[..., 0]
 
-    reference = torch.zeros(len(positions), *embeds.shape, device=lm.device)
+    mix = torch.tensor([1.0, -0.7, 0.45], device=lm.device)  # one backward checks a mix of the three
     with torch.enable_grad():
         leaf = embeds.clone().requires_grad_(True)
         logits = lm.model(inputs_embeds=leaf[None], use_cache=False).logits[:, positions - 1]
-        values = objective(logits)[0]
-        for i in range(len(positions)):
-            (reference[i],) = torch.autograd.grad(values[i], leaf, retain_graph=True)
+        (reference,) = torch.autograd.grad((objective(logits)[0] * mix).sum(), leaf)
     with torch.no_grad():
         hidden, _ = forward(plan, embeds)
         own_logits = lm.unembed(hidden[positions - 1]).float()
@@ -333,7 +331,7 @@ def _self_check(plan: LlamaPlan) -> bool:
     if not _close(own_logits, logits[0].detach().float()):
         log.info("hand-written forward of %s differs from the model's logits", lm.name)
         return False
-    if not _close(fast, reference):
+    if not _close(torch.einsum("t,tpd->pd", mix, fast), reference):
         log.info("hand-written backward of %s differs from autograd", lm.name)
         return False
     return True

@@ -72,6 +72,14 @@ def test_the_self_check_refuses_a_model_that_does_not_match():
     assert not fast_grad._self_check(plan)
 
 
+def test_the_self_check_catches_a_wrong_backward(monkeypatch):
+    """The forward still matches, so only the gradient comparison can refuse this one."""
+    lm = tiny_lm("llama", seed=6)
+    plan = fast_grad._make_plan(lm)
+    monkeypatch.setattr(fast_grad, "_rotate_half_transposed", fast_grad.rotate_half)  # the sign is wrong
+    assert not fast_grad._self_check(plan)
+
+
 def test_bfloat16_and_sliding_windows_keep_the_generic_path():
     lm = tiny_lm("mistral")
     plan = fast_grad.plan_for(lm)
