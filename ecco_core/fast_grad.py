@@ -177,10 +177,12 @@ def forward(plan: LlamaPlan, embeds: torch.Tensor) -> tuple[torch.Tensor, list[_
 
 
 # ----- backward on packed rows ---------------------------------------------------------------------
-def _norm_backward(g: torch.Tensor, weight: torch.Tensor, x_normed: torch.Tensor, r: torch.Tensor):
-    """d input of y = weight * x * r, for packed rows (x_normed, r gathered per row)."""
-    t = g * weight
-    return r * (t - x_normed * (t * x_normed).mean(-1, keepdim=True))
+def _add_norm_backward(out: torch.Tensor, g: torch.Tensor, weight, x_normed, r) -> None:
+    """``out += d input`` of y = weight * x * r, for packed rows (x_normed, r gathered per row);
+    ``g`` (a temporary) is overwritten."""
+    t = g.mul_(weight)
+    t.addcmul_(x_normed, (t * x_normed).mean(-1, keepdim=True), value=-1)
+    out.addcmul_(t, r)
 
 
 def backward(
@@ -217,17 +219,16 @@ def backward(
         for start, stop, n_rows in spans:
             g_hidden[start:stop].mul_(s.silu_gate[:n_rows])
         g_x.addmm_(g_hidden, mlp.up_proj.weight)
-        w = block.post_attention_layernorm.weight
-        g = g + _norm_backward(g_x, w, s.x_mid[row_of], s.r_mid[row_of])
+        _add_norm_backward(g, g_x, block.post_attention_layernorm.weight, s.x_mid[row_of], s.r_mid[row_of])
         # attention: h += o(softmax(q k^T) v), on (target, head, row, row) blocks
         g_mixed = g @ attn.o_proj.weight  # (R, H * D)
         g_q, g_k, g_v = _attention_backward(plan, s, g_mixed, seed_of, row_of, n, length)
         g_q = g_q * cos_rows + _rotate_half_transposed(g_q * sin_rows)
         g_k = g_k * cos_rows + _rotate_half_transposed(g_k * sin_rows)
         g_x = g_q.flatten(1) @ attn.q_proj.weight
-        g_x += g_k.flatten(1) @ attn.k_proj.weight
-        g_x += g_v.flatten(1) @ attn.v_proj.weight
-        g = g + _norm_backward(g_x, block.input_layernorm.weight, s.x_in[row_of], s.r_in[row_of])
+        g_x.addmm_(g_k.flatten(1), attn.k_proj.weight)
+        g_x.addmm_(g_v.flatten(1), attn.v_proj.weight)
+        _add_norm_backward(g, g_x, block.input_layernorm.weight, s.x_in[row_of], s.r_in[row_of])
     out = torch.zeros(n, length, seeds.shape[1], device=device, dtype=seeds.dtype)
     out[seed_of, row_of] = g
     return out
