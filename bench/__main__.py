@@ -61,27 +61,27 @@ def long_prompt(lm, n_tokens: int) -> str:
     return lm.tokenizer.decode(ids)
 
 
-def child(tokens: int) -> dict:
+def child(tokens: int, device: str) -> dict:
     """Runs in a fresh process: one standard workload (``tokens`` prompt tokens, 0 for the EU
     prompt), its stages and its peak RSS."""
     torch.set_num_threads(2)
     import ecco_core
 
-    lm = ecco_core.from_pretrained(device="cpu")
+    lm = ecco_core.from_pretrained(device=device)
     prompt = w.EU_PROMPT if tokens == 0 else long_prompt(lm, tokens)
     out = {"stages": w.standard_workload(lm, prompt)}
     out["peak_rss_mb"] = peak_rss_mb()  # the workload's own peak, before the reference forward
-    ids = lm.encode(prompt)[None]
+    ids = lm.encode(prompt)[None].to(lm.device)
     with torch.inference_mode():
         out["forward_s"] = median_of(lambda: lm.model(ids, logits_to_keep=1), 2)
     return out
 
 
-def run_child(kind: str, tokens: int = 0) -> dict:
+def run_child(kind: str, device: str, tokens: int = 0) -> dict:
     if kind == "load":  # its own module: nothing of ecco_core is imported before the clock starts
-        cmd = [sys.executable, "-m", "bench.load_child"]
+        cmd = [sys.executable, "-m", "bench.load_child", device]
     else:
-        cmd = [sys.executable, "-m", "bench", "--child", "--tokens", str(tokens)]
+        cmd = [sys.executable, "-m", "bench", "--child", "--tokens", str(tokens), "--device", device]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"bench child {kind} failed:\n{done.stderr[-3000:]}")
@@ -134,12 +134,12 @@ def lens_on_fresh_capture(lm, runs: int) -> float:
     return statistics.median(times)
 
 
-def measure(runs: int) -> dict:
+def measure(runs: int, device: str = "cpu") -> dict:
     import ecco_core
     from bench import attribution_bench
 
     torch.set_num_threads(2)
-    lm = ecco_core.from_pretrained(device="cpu")
+    lm = ecco_core.from_pretrained(device=device)
     g = Yardstick(lm)
     r: dict = {}
     g.sample(runs)
@@ -159,25 +159,28 @@ def measure(runs: int) -> dict:
     r["ig_default_s"], r["ig_default_completeness_error"] = attribution_bench.ig_one_token(seq, 1)
     g.sample(runs)
     r["erasure_s"] = median_of(lambda: seq.saliency("erasure"), 1)
-    loads = [run_child("load") for _ in range(3)]
+    loads = [run_child("load", device) for _ in range(3)]
     g.sample(runs)
     r["warm_load_s"] = statistics.median(x["import_s"] + x["load_s"] for x in loads)
     r["warm_import_s"] = statistics.median(x["import_s"] for x in loads)
     r["warm_torch_import_s"] = statistics.median(x["torch_import_s"] for x in loads)
     r["warm_load_source"] = f"{loads[0]['source']} ({loads[0]['model_class']})"
-    standard = run_child("workload")
+    standard = run_child("workload", device)
     r["peak_rss_mb"] = standard["peak_rss_mb"]
     r["bare_generate_s"] = g.median
     r["bare_generate_samples_s"] = [round(x, 4) for x in g.samples]
     r["bare_generate_model"] = type(g.reference).__name__
     r["own_generate_s"] = statistics.median(g.own_samples)
     r["own_generate_model"] = type(lm.model).__name__
-    r["scaling"] = [{"prompt_tokens": n, **_scaling_row(run_child("workload", n))} for n in SCALING_TOKENS]
+    r["scaling"] = [
+        {"prompt_tokens": n, **_scaling_row(run_child("workload", device, n))} for n in SCALING_TOKENS
+    ]
     r["machine"] = {
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "device": "cpu",
+        "device": str(lm.device),
+        "gpu": torch.cuda.get_device_name() if lm.device.type == "cuda" else None,
         "cpu": _cpu_name(),
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -251,15 +254,17 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5, help="timed runs per figure (median)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tokens", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu", help="cpu (the targets' machine) or cuda")
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.tokens)))
+        print(json.dumps(child(args.tokens, args.device)))
         return 0
-    results = measure(args.runs)
+    results = measure(args.runs, args.device)
     results["all_targets_met"] = all(ok for *_, ok in verdicts(results))
-    RESULTS.write_text(json.dumps(results, indent=2))
+    path = RESULTS if args.device == "cpu" else RESULTS.with_name(f"results-{args.device.split(':')[0]}.json")
+    path.write_text(json.dumps(results, indent=2))
     print_table(results)
-    print(f"\nwritten: {RESULTS}")
+    print(f"\nwritten: {path}")
     return 0
 
 

@@ -2,6 +2,7 @@
 model from the disk cache (what a second notebook, CLI or app process pays); prints JSON."""
 
 import json
+import sys
 import time
 
 start = time.perf_counter()
@@ -12,7 +13,7 @@ torch.set_num_threads(2)
 import ecco_core  # noqa: E402
 
 imported = time.perf_counter()
-lm = ecco_core.from_pretrained(device="cpu")
+lm = ecco_core.from_pretrained(device=sys.argv[1] if len(sys.argv) > 1 else "cpu")
 loaded = time.perf_counter()
 print(
     json.dumps(

@@ -16,15 +16,23 @@ WATCH = [" Croatia", " Cyprus"]
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    """Seconds and value of ``fn()``; waits for queued GPU work, so CUDA timings are real."""
+    _sync()
     start = time.perf_counter()
     value = fn()
+    _sync()
     return time.perf_counter() - start, value
+
+
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def bare_generate(lm: ecco_core.LM, prompt: str = EU_PROMPT, n: int = N_GENERATE, model=None) -> torch.Tensor:
     """A plain greedy ``model.generate`` of ``n`` tokens, nothing else (``model``: another model
     of the same weights, e.g. transformers' own class for the yardstick G)."""
-    ids = lm.encode(prompt)[None]
+    ids = lm.encode(prompt)[None].to(lm.device)
     with torch.inference_mode():
         return (model or lm.model).generate(
             ids,
@@ -46,7 +54,7 @@ def transformers_model(lm: ecco_core.LM) -> torch.nn.Module:
     from ecco_core.models import embedded_gguf_path, gguf_cache_dir
 
     folder = gguf_cache_dir(embedded_gguf_path())
-    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval().to(lm.device)
 
 
 def generate(lm: ecco_core.LM, prompt: str = EU_PROMPT, n: int = N_GENERATE) -> OutputSeq:
