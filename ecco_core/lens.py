@@ -371,13 +371,13 @@ def _reduce(blocks, targets: torch.Tensor, target_logits: torch.Tensor | None, k
             own = logits[rows.to(logits.device), (targets[rows] - start).to(logits.device)]
             counts[rows] -= (own > threshold[rows.to(logits.device), 0]).cpu().long()  # not above itself
         peak = logits.amax(-1, keepdim=True)  # (rows, 1)
-        rows = (peak[:, 0] > values[:, -1]).nonzero()[:, 0]  # rows whose top k this block changes
-        if rows.numel():
-            new_values, new_ids = torch.topk(logits[rows], min(k, width), dim=-1)
-            merged = torch.cat([values[rows], new_values], 1)
-            merged_ids = torch.cat([ids[rows], new_ids + start], 1)
-            values[rows], order = torch.topk(merged, k, dim=-1)
-            ids[rows] = merged_ids.gather(1, order)
+        changed = (peak[:, 0] > values[:, -1]).nonzero()[:, 0]  # rows whose top k this block changes
+        if changed.numel():
+            new_values, new_ids = torch.topk(logits[changed], min(k, width), dim=-1)
+            merged = torch.cat([values[changed], new_values], 1)
+            merged_ids = torch.cat([ids[changed], new_ids + start], 1)
+            values[changed], order = torch.topk(merged, k, dim=-1)
+            ids[changed] = merged_ids.gather(1, order)
         norms.append(peak[:, 0] + logits.sub_(peak).exp_().sum(-1).log_())  # the block is spent here
     log_norm = torch.logsumexp(torch.stack(norms, 1), 1)  # (rows,)
     return ids.cpu(), values.cpu(), counts + 1, target_logits.cpu(), log_norm.cpu()
