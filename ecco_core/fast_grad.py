@@ -292,19 +292,26 @@ def objective_gradients(
 
     ``objective`` maps (1, n, vocab) logits at rows ``positions - 1`` to (1, n) target values.
     """
+    _, values, grads = _logits_values_gradients(plan, embeds, positions, objective)
+    return values, grads
+
+
+def _logits_values_gradients(plan: LlamaPlan, embeds, positions, objective):
+    """(n, vocab) logits at the target rows, (n,) target values and (n, L, d) gradients."""
     from .architecture import unembed
 
     with torch.no_grad():
         hidden, saved = forward(plan, embeds[: int(positions.max())])
     with torch.enable_grad():
         rows = hidden[positions - 1].detach().requires_grad_(True)  # (n, d)
-        values = objective(unembed(plan.lm.arch, rows)[None])[0]  # (n,)
+        logits = unembed(plan.lm.arch, rows)  # (n, vocab)
+        values = objective(logits[None])[0]  # (n,)
         (seeds,) = torch.autograd.grad(values.sum(), rows)
     with torch.no_grad():
         grads = backward(plan, saved, seeds, positions)
     full = torch.zeros(len(positions), *embeds.shape, device=embeds.device, dtype=torch.float32)
     full[:, : grads.shape[1]] = grads
-    return values.detach(), full
+    return logits.detach(), values.detach(), full
 
 
 def _self_check(plan: LlamaPlan) -> bool:
@@ -325,11 +332,8 @@ def _self_check(plan: LlamaPlan) -> bool:
         leaf = embeds.clone().requires_grad_(True)
         logits = lm.model(inputs_embeds=leaf[None], use_cache=False).logits[:, positions - 1]
         (reference,) = torch.autograd.grad((objective(logits)[0] * mix).sum(), leaf)
-    with torch.no_grad():
-        hidden, _ = forward(plan, embeds)
-        own_logits = lm.unembed(hidden[positions - 1]).float()
-    _, fast = objective_gradients(plan, embeds, positions, objective)
-    if not _close(own_logits, logits[0].detach().float()):
+    own_logits, _, fast = _logits_values_gradients(plan, embeds, positions, objective)
+    if not _close(own_logits.float(), logits[0].detach().float()):
         log.info("hand-written forward of %s differs from the model's logits", lm.name)
         return False
     if not _close(torch.einsum("t,tpd->pd", mix, fast), reference):
