@@ -50,7 +50,8 @@ class LlamaPlan:
     n_heads: int
     n_kv_heads: int
     head_dim: int
-    theta: float
+    rotary: torch.nn.Module
+    """The model's own rotary embedding: ``rotary(x, position_ids) -> (cos, sin)``."""
     lm: LM
     window: int | None = None
 
@@ -95,18 +96,17 @@ def _make_plan(lm: LM) -> LlamaPlan | None:
         return None
     rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
     if rope.get("rope_type", rope.get("type", "default")) != "default":
+        return None  # scaled RoPE may depend on the length: the short self-check would not see it
+    rotary = getattr(getattr(lm.model, "model", None), "rotary_emb", None)
+    if rotary is None:
         return None
-    theta = rope.get("rope_theta", getattr(config, "rope_theta", None))
     n_heads = config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
-    if theta is None:
-        return None
     plan = LlamaPlan(
         layers=list(lm.arch.blocks),
         n_heads=n_heads,
         n_kv_heads=getattr(config, "num_key_value_heads", None) or n_heads,
-        head_dim=head_dim,
-        theta=float(theta),
+        head_dim=getattr(config, "head_dim", None) or config.hidden_size // n_heads,
+        rotary=rotary,
         lm=lm,
         window=getattr(config, "sliding_window", None),
     )
@@ -120,12 +120,9 @@ def _make_plan(lm: LM) -> LlamaPlan | None:
 
 # ----- forward -------------------------------------------------------------------------------------
 def _rope(plan: LlamaPlan, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L, D) cos and sin, computed as HF's default rotary embedding does."""
-    d = plan.head_dim
-    inv_freq = 1.0 / (plan.theta ** (torch.arange(0, d, 2, dtype=torch.int64, device=device).float() / d))
-    freqs = torch.arange(n, device=device).float()[:, None] * inv_freq[None]
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos(), emb.sin()
+    """(L, D) float32 cos and sin of positions 0 .. n - 1, from the model's rotary embedding."""
+    cos, sin = plan.rotary(torch.empty(0, device=device), torch.arange(n, device=device)[None])
+    return cos[0], sin[0]
 
 
 def _rotate_half_transposed(x: torch.Tensor) -> torch.Tensor:

@@ -63,12 +63,13 @@ def test_other_families_keep_the_generic_path(family):
 
 
 def test_the_self_check_refuses_a_model_that_does_not_match():
-    """A Llama whose RoPE differs from what the config says (here: a changed theta) fails the
-    comparison with the model's own logits, so the generic path stays."""
+    """A Llama whose MLP is not SiLU-gated (here: GELU swapped in after loading, so the config
+    still says silu) fails the comparison with the model's own logits: the generic path stays."""
     lm = tiny_lm("llama", seed=5)
     plan = fast_grad._make_plan(lm)
     assert plan is not None and fast_grad._self_check(plan)
-    plan.theta *= 3
+    for block in lm.model.model.layers:
+        block.mlp.act_fn = torch.nn.GELU()
     assert not fast_grad._self_check(plan)
 
 
