@@ -25,6 +25,7 @@ import torch
 
 from . import fast_grad
 from .errors import InputError, ModelTypeError, PositionError, TokenError
+from .targets import TARGETS, Target, unembedding_vjp
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -32,9 +33,6 @@ if TYPE_CHECKING:
     from .lm import LM, Progress
     from .output import OutputSeq
 
-TARGETS = ("prob", "logit", "contrast", "contrast_prob")
-"""What a method explains: the token's probability (ecco), its logit, or target minus foil in
-logits ('contrast') or in probabilities ('contrast_prob')."""
 BASELINES = ("zero", "pad")
 QUADRATURES = ("auto", "adaptive", "gauss", "graded", "left")
 SCAN_INTERVALS = 8
@@ -76,16 +74,14 @@ class AttributionContext:
     n_encoder: int = 0
     """Encoder tokens at the front of ``embeds`` (0 unless the model is an encoder-decoder)."""
 
+    @property
+    def target_function(self) -> Target:
+        """The target of every explained token."""
+        return Target(self.target, self.target_ids, self.foil_ids)
+
     def objective(self, logits: torch.Tensor, rows: slice | torch.Tensor) -> torch.Tensor:
         """(..., n, vocab) logits of targets ``rows`` -> (..., n) values of the target function."""
-        logits = logits.float()
-        ids = self.target_ids[rows]
-        scores = logits.softmax(-1) if self.target in ("prob", "contrast_prob") else logits
-        value = scores.gather(-1, ids.expand(*logits.shape[:-1])[..., None])[..., 0]
-        if self.target.startswith("contrast"):
-            foil = self.foil_ids[rows].expand(*logits.shape[:-1])[..., None]
-            value = value - scores.gather(-1, foil)[..., 0]
-        return value
+        return self.target_function.rows(rows).values(logits)
 
 
 @dataclass
@@ -130,6 +126,9 @@ class Saliency:
     baseline: str | None = None
     quadrature: str | None = None
     style: str = "minimal"
+    backend: str | None = None
+    """What computed the gradients: "hand-written" (``fast_grad``) or "autograd"; None for
+    methods without gradients (erasure, attention)."""
 
     @property
     def completeness_gap(self) -> np.ndarray | None:
@@ -195,6 +194,7 @@ class Saliency:
             "target": self.target,
             "unit": self.unit,
             "target_values": self.target_values.tolist(),
+            "backend": self.backend,
         }
         if self.foil is not None:
             data["foil"] = self.foil
@@ -211,16 +211,26 @@ class Saliency:
 
 
 # ----- gradients: one forward per chunk of targets, one batched backward ----------------------------
-def _head_input_and_logits(ctx: AttributionContext, embeds: torch.Tensor, rows: torch.Tensor):
-    """Forward ``embeds`` (batch, pos, d); return the unembedding's input and logits at ``rows``.
+@dataclass(eq=False)
+class _HeadPass:
+    """One forward's read-out: the unembedding's input and output (in the graph) and the logits."""
 
-    Returns:
-        head_in: (batch, n_rows_or_pos, d) the tensor the unembedding read (in the graph).
-        logits: (batch, n, vocab) logits at ``rows``.
-        head_rows: (n,) indices of ``rows`` inside ``head_in``.
-    """
-    captured: list[torch.Tensor] = []
-    handle = ctx.lm.arch.unembedding.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+    head_in: torch.Tensor
+    """(batch, n_rows_or_pos, d) the tensor the unembedding read."""
+    head_out: torch.Tensor
+    """(batch, n_rows_or_pos, vocab) what the unembedding returned."""
+    logits: torch.Tensor
+    """(batch, n, vocab) the model's logits at the requested rows."""
+    head_rows: torch.Tensor
+    """(n,) indices of the requested rows inside ``head_in``."""
+
+
+def _head_pass(ctx: AttributionContext, embeds: torch.Tensor, rows: torch.Tensor) -> _HeadPass:
+    """Forward ``embeds`` (batch, pos, d) and keep the read-out at ``rows``."""
+    captured: list[tuple[torch.Tensor, torch.Tensor]] = []
+    handle = ctx.lm.arch.unembedding.register_forward_hook(
+        lambda _m, args, out: captured.append((args[0], out))
+    )
     try:
         if ctx.n_encoder:  # full decoder logits; rows become decoder indices
             logits = encoder_decoder_logits(ctx.lm.model, embeds, ctx.n_encoder)
@@ -229,10 +239,10 @@ def _head_input_and_logits(ctx: AttributionContext, embeds: torch.Tensor, rows: 
             logits = _causal_logits(ctx.lm.model, embeds, rows)
     finally:
         handle.remove()
-    head_in = captured[-1]
+    head_in, head_out = captured[-1]
     if logits.shape[1] != len(rows):
-        return head_in, logits[:, rows], rows
-    return head_in, logits, torch.arange(len(rows), device=rows.device)
+        return _HeadPass(head_in, head_out, logits[:, rows], rows)
+    return _HeadPass(head_in, head_out, logits, torch.arange(len(rows), device=rows.device))
 
 
 def _causal_logits(model: torch.nn.Module, embeds: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -267,6 +277,27 @@ def _chunks(n_targets: int, batch: int) -> list[slice]:
     return [slice(s, min(s + size, n_targets)) for s in range(0, n_targets, size)]
 
 
+def _head_seeds(ctx: AttributionContext, head: _HeadPass, chunk: slice) -> tuple[torch.Tensor, torch.Tensor]:
+    """(batch, n_c) target values and (n_c, batch, rows, d) backward seeds on the head input:
+    target i seeds only its own row, d value / d head input computed in a well-conditioned form."""
+    values, g_logits = ctx.target_function.rows(chunk).values_and_gradients(head.logits)  # (batch, n_c, V)
+    if head.logits is head.head_out:
+        g_out = g_logits
+    else:  # logit scale, soft-cap or a row selection after the unembedding: elementwise, by autograd
+        (g_full,) = torch.autograd.grad(
+            head.logits, head.head_out, g_logits.to(head.logits.dtype), retain_graph=True
+        )
+        g_out = g_full[:, head.head_rows]
+    g_rows = unembedding_vjp(ctx.lm.arch.unembedding, g_out, head.head_in, head.head_out)  # (batch, n_c, d)
+    if g_rows.shape[1] != len(head.head_rows):  # the autograd fallback returns every row
+        g_rows = g_rows[:, head.head_rows]
+    n_c = len(head.head_rows)
+    seeds = torch.zeros(n_c, *head.head_in.shape, device=g_rows.device, dtype=head.head_in.dtype)
+    index = torch.arange(n_c, device=g_rows.device)
+    seeds[index, :, head.head_rows] = g_rows.transpose(0, 1).to(seeds.dtype)  # (n_c, batch, d) into place
+    return values, seeds
+
+
 def objective_gradients(
     ctx: AttributionContext, embeds: torch.Tensor, weights: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -284,12 +315,12 @@ def objective_gradients(
     if batch == 1 and not ctx.n_encoder:
         plan = fast_grad.plan_for(ctx.lm, n_pos)
         if plan is not None:  # hand-written backward on packed rows (Llama family, float32)
-            values, grads = fast_grad.objective_gradients(
-                plan, embeds[0], ctx.positions, lambda logits: ctx.objective(logits, slice(None))
-            )
+            values, grads = fast_grad.objective_gradients(plan, embeds[0], ctx.positions, ctx.target_function)
+            ctx.memo["backend"] = fast_grad.BACKEND
             _report(ctx, 1.0)
             scale = 1.0 if weights is None else weights[0]
             return values[None], grads * scale
+    ctx.memo["backend"] = "autograd"
     weights = torch.ones(batch, device=embeds.device) if weights is None else weights
     n_t = len(ctx.positions)
     values = torch.zeros(batch, n_t, device=embeds.device)
@@ -298,22 +329,17 @@ def objective_gradients(
         for chunk in _chunks(n_t, batch):
             length = int(ctx.positions[chunk].max())  # logits at length - 1 read the last target
             leaf = embeds[:, :length].detach().requires_grad_(True)  # (batch, length, d)
-            head_in, logits, head_rows = _head_input_and_logits(ctx, leaf, ctx.positions[chunk] - 1)
-            f = ctx.objective(logits, chunk)  # (batch, n_c)
-            n_c = f.shape[1]
-            if n_c == 1:  # one target: a plain backward, no batched seeds
-                (g,) = torch.autograd.grad(f.sum(), leaf)  # (batch, len, d)
-                grads[chunk, :length] = torch.einsum("b,bpd->pd", weights.to(g.dtype), g).float()[None]
-                values[:, chunk] = f.detach()
-                _report(ctx, chunk.stop / n_t)
-                continue
-            (df_dhead,) = torch.autograd.grad(f.sum(), head_in, retain_graph=True)  # (batch, rows, d)
-            seeds = torch.zeros(n_c, *head_in.shape, device=leaf.device, dtype=head_in.dtype)
-            for i in range(n_c):  # target i only seeds its own row (rows are independent in the head)
-                seeds[i, :, head_rows[i]] = df_dhead[:, head_rows[i]]
-            (g,) = torch.autograd.grad(head_in, leaf, seeds, is_grads_batched=True)  # (n_c, batch, len, d)
-            grads[chunk, :length] = torch.einsum("b,nbpd->npd", weights.to(g.dtype), g).float()
-            values[:, chunk] = f.detach()
+            head = _head_pass(ctx, leaf, ctx.positions[chunk] - 1)
+            f, seeds = _head_seeds(ctx, head, chunk)  # (batch, n_c), (n_c, batch, rows, d)
+            if len(seeds) == 1:  # one target: a plain backward, no batched seeds
+                (g,) = torch.autograd.grad(head.head_in, leaf, seeds[0])
+                g = g[None]
+            else:
+                (g,) = torch.autograd.grad(head.head_in, leaf, seeds, is_grads_batched=True)
+            grads[chunk, :length] = torch.einsum(
+                "b,nbpd->npd", weights.to(g.dtype), g
+            ).float()  # (n_c, len, d)
+            values[:, chunk] = f.detach().to(values.dtype)
             _report(ctx, chunk.stop / n_t)
     return values, grads
 
@@ -341,8 +367,7 @@ def target_values(ctx: AttributionContext) -> torch.Tensor:
 def _objective_values(ctx: AttributionContext, embeds: torch.Tensor) -> torch.Tensor:
     """(batch, n_targets) the target function for inputs (batch, pos, d_model), no gradients."""
     with torch.no_grad():
-        _, logits, _ = _head_input_and_logits(ctx, embeds, ctx.positions - 1)
-        return ctx.objective(logits, slice(None))
+        return ctx.objective(_head_pass(ctx, embeds, ctx.positions - 1).logits, slice(None))
 
 
 def share_before(scores: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -544,7 +569,8 @@ METHODS: dict[str, Callable[[AttributionContext], MethodScores]] = {
     "attention_rollout": attention_rollout,
 }
 ENC_DEC_METHODS = ("grad_x_input", "gradient", "integrated_gradients")
-"""Methods over encoder + decoder inputs (erasure and attention read one causal stack)."""
+"""The gradient methods: over encoder + decoder inputs too (erasure and attention read one
+causal stack)."""
 ALIASES = {"saliency": "gradient", "ig": "integrated_gradients", "attention_last": "attention"}
 LABELS = {
     "grad_x_input": "Gradient × input",
@@ -722,6 +748,7 @@ def run_method(ctx: AttributionContext, attr_method: str, seq: OutputSeq) -> Sal
         n_steps=ctx.n_steps if is_ig else None,
         baseline=ctx.baseline if is_ig else None,
         quadrature=_rule(ctx) if is_ig else None,
+        backend=ctx.memo.get("backend") if name in ENC_DEC_METHODS else None,
     )
 
 

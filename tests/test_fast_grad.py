@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from ecco_core import fast_grad
+from ecco_core.targets import Target
 from tests.tiny import tiny_lm
+from tests.tolerance import float32_tolerance, relative_error
 
 
 def saliency_both_ways(seq, method: str, **settings):
@@ -44,11 +46,7 @@ def test_gradients_are_zero_at_and_after_each_target(tiny):
     embeds = tiny.model.get_input_embeddings()(torch.as_tensor(seq.token_ids)).float()
     positions = torch.arange(seq.n_input_tokens, seq.n_tokens)
     ids = torch.as_tensor(seq.token_ids)[positions]
-
-    def logit(logits):
-        return logits.gather(-1, ids[None, :, None])[..., 0]
-
-    values, grads = fast_grad.objective_gradients(plan, embeds, positions, logit)
+    values, grads = fast_grad.objective_gradients(plan, embeds, positions, Target("logit", ids))
     for i, p in enumerate(positions.tolist()):
         assert grads[i, p:].abs().max() == 0
         assert grads[i, :p].abs().sum(-1).min() > 0  # every earlier token gets a gradient
@@ -62,23 +60,39 @@ def test_other_families_keep_the_generic_path(family):
     assert fast_grad.plan_for(tiny_lm(family)) is None
 
 
-def test_the_self_check_refuses_a_model_that_does_not_match():
+def test_the_self_check_refuses_a_model_that_does_not_match(caplog):
     """A Llama whose MLP is not SiLU-gated (here: GELU swapped in after loading, so the config
-    still says silu) fails the comparison with the model's own logits: the generic path stays."""
+    still says silu) fails the comparison with the model's own logits: the generic path stays,
+    and a WARNING says so with the measured errors."""
     lm = tiny_lm("llama", seed=5)
     plan = fast_grad._make_plan(lm)
     assert plan is not None and fast_grad._self_check(plan)
     for block in lm.model.model.layers:
         block.mlp.act_fn = torch.nn.GELU()
-    assert not fast_grad._self_check(plan)
+    with caplog.at_level("WARNING", logger="ecco_core.fast_grad"):
+        assert not fast_grad._self_check(plan)
+    assert "refused" in caplog.text and "logit error" in caplog.text and "tolerance" in caplog.text
+    assert fast_grad.check(plan).logit_error > 100 * fast_grad.float32_tolerance(len(plan.layers))
 
 
 def test_the_self_check_catches_a_wrong_backward(monkeypatch):
-    """The forward still matches, so only the gradient comparison can refuse this one."""
+    """The forward still matches, so only the float64 gradient comparison can refuse this one;
+    a wrong sign is orders of magnitude beyond float32's error, not at its edge."""
     lm = tiny_lm("llama", seed=6)
     plan = fast_grad._make_plan(lm)
     monkeypatch.setattr(fast_grad, "_rotate_half_transposed", fast_grad.rotate_half)  # the sign is wrong
+    result = fast_grad.check(plan)
+    assert result.logit_error <= result.tolerance < result.gradient_error / 100
     assert not fast_grad._self_check(plan)
+
+
+def test_the_self_check_judges_against_float64():
+    """On a correct model the hand-written float32 gradients sit well inside the tolerance,
+    and that tolerance is what float32 loses over the model's depth (not a fixed number)."""
+    lm = tiny_lm("qwen2", seed=2)
+    result = fast_grad.check(fast_grad._make_plan(lm))
+    assert result.passed and result.gradient_error < result.tolerance / 4
+    assert result.tolerance == pytest.approx(float32_tolerance(lm.arch.n_layers))
 
 
 def test_bfloat16_and_sliding_windows_keep_the_generic_path():
@@ -94,9 +108,15 @@ def test_bfloat16_and_sliding_windows_keep_the_generic_path():
 
 
 @pytest.mark.embedded
-def test_equals_autograd_on_the_embedded_model(eu_seq):
+def test_applies_to_the_embedded_model_and_equals_autograd(eu_seq):
+    """The self-check accepts the embedded model on this CPU (the figures are in the log when it
+    does not), and both backends agree within float32's error over 30 layers."""
+    plan = fast_grad.plan_for(eu_seq.lm)
+    assert plan is not None, fast_grad.check(fast_grad._make_plan(eu_seq.lm))
     fast, generic = saliency_both_ways(eu_seq, "grad_x_input")
+    assert (fast.backend, generic.backend) == ("hand-written", "autograd")
     np.testing.assert_allclose(fast.values, generic.values, atol=2e-5)
-    scale = np.abs(generic.signed).max()
-    np.testing.assert_allclose(fast.signed, generic.signed, atol=2e-5 * scale)
+    assert relative_error(fast.signed, generic.signed, axis=-1).max() <= 2 * float32_tolerance(
+        eu_seq.n_layers
+    )
     assert fast.tokens[int(np.argmax(fast.values[0]))]  # a real row
