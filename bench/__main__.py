@@ -33,6 +33,8 @@ TARGETS = {  # figure -> (limit, unit): "G" means a multiple of bare_generate_s
     "peak_rss_mb": (1200.0, "abs"),
 }
 SCALING_TOKENS = (50, 200, 800)
+CPU_OVERRIDES = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
+"""Environment variables that make one CPU run another's kernels (recorded when set)."""
 
 
 def median_of(fn, runs: int, warmup: int = 1) -> float:
@@ -151,6 +153,7 @@ def measure(runs: int, device: str = "cpu") -> dict:
     w.lens_views(seq)
     r["interaction_ms"] = interaction_ms(seq)
     r["grad_x_input_s"] = median_of(lambda: w.grad_x_input(seq), runs)
+    r["attribution_backend"] = _backend_record(lm, w.grad_x_input(seq))
     g.sample(runs)
     r["nmf_s"] = median_of(lambda: w.nmf(seq), runs)
     adaptive = {"quadrature": "adaptive", "n_steps": attribution_bench.ADAPTIVE_STEPS}
@@ -182,11 +185,42 @@ def measure(runs: int, device: str = "cpu") -> dict:
         "device": str(lm.device),
         "gpu": torch.cuda.get_device_name() if lm.device.type == "cuda" else None,
         "cpu": _cpu_name(),
+        "instruction_sets": _instruction_sets(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_overrides": {k: os.environ[k] for k in CPU_OVERRIDES if k in os.environ},
         "python": platform.python_version(),
         "platform": platform.platform(),
         "load_average": os.getloadavg(),
     }
     return r
+
+
+def _backend_record(lm, result) -> dict:
+    """Which backend computed grad x input, and the self-check's figures on this CPU."""
+    from ecco_core import fast_grad
+
+    record = {"grad_x_input": result.backend}
+    plan = fast_grad.structure(lm)
+    if plan is not None:
+        check = fast_grad.check(plan)
+        record |= {
+            "self_check_logit_error": check.logit_error,
+            "self_check_gradient_error_vs_float64": check.gradient_error,
+            "self_check_tolerance": check.tolerance,
+        }
+    return record
+
+
+def _instruction_sets() -> list[str]:
+    """The vector instruction sets this CPU reports (what decides float32 summation order)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "sse4")))
+    except OSError:
+        pass
+    return []
 
 
 def _cpu_name() -> str:
@@ -246,6 +280,7 @@ def print_table(r: dict) -> None:
         f"{r['own_generate_s']:.3f} s. Warm load = import ecco_core + from_pretrained after "
         f"import torch ({r['warm_torch_import_s']:.2f} s, not counted); source {r['warm_load_source']}"
     )
+    print(f"attribution backend: {r['attribution_backend']}")
     print(f"\nmachine: {r['machine']}")
 
 

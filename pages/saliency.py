@@ -13,6 +13,7 @@ TARGETS = {
     "contrast": "Logit difference vs a foil",
     "contrast_prob": "Probability difference vs a foil",
 }
+BACKENDS = {"hand-written": "the hand-written backward", "autograd": "PyTorch autograd"}
 IG_STEPS = 12  # adaptive rule: ~1.7% completeness error in ~1.35 G on the embedded model
 
 st.header("✨ Saliency")
@@ -87,6 +88,8 @@ if result is None:
     st.stop()
 
 caption = f"**{LABELS[result.method]}** · values are the {result.unit}"
+if result.backend:
+    caption += f" · gradients by {BACKENDS.get(result.backend, result.backend)}"
 if result.completeness_error is not None:
     error = float(result.completeness_error.max())
     verdict = "✅" if error <= 0.02 else "⚠️ add steps or switch baseline"
