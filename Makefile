@@ -30,6 +30,7 @@ run: $(RUNTIME_STAMP)
 test: $(DEV_STAMP)
 	bash scripts/ensure_chromium.sh
 	$(BIN)/python -m ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 bench: $(DEV_STAMP)
@@ -38,6 +39,7 @@ bench: $(DEV_STAMP)
 lint: $(DEV_STAMP)
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
+	$(BIN)/lint-imports
 
 clean-venv:
 	rm -rf $(VENV)

@@ -7,66 +7,51 @@ from pathlib import Path
 
 import streamlit as st
 
-import app_support as app
-from ecco_core.attention import layers_within_budget
+from ecco_app import cached, state
+from ecco_core.analysis.attention import layers_within_budget
 from ecco_core.errors import EccoError
+from ecco_core.model.weights import EMBEDDED_ENCODER
 
-
-def leave_streamlit_v1_pages() -> None:
-    """The first run of a fresh server with a pages/ folder goes down Streamlit's v1 path, which
-    wraps this script as a page: its widgets then get other ids than in every later run, the
-    browser sends the prompt box back empty and that rerun interrupts the first Run. Restart that
-    one run on the st.navigation path (the flag is process-wide, so this happens once)."""
-    try:
-        from streamlit.runtime.pages_manager import PagesManager
-    except ImportError:  # a Streamlit without this internal: nothing to work around
-        return
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
-
-
-leave_streamlit_v1_pages()
 st.set_page_config(page_title="Ecco Explorer", page_icon="🔭", layout="wide")
+state.init()
+cached.preload_default_model()  # once per server process, in the background
 
 HERE = Path(__file__).parent
 PAGES = [  # (file, title, icon, section); a page is listed once its file exists
-    ("pages/output.py", "Output", "📝", "Run"),
-    ("pages/layer_predictions.py", "Layer predictions", "🧱", "Logit lens"),
-    ("pages/rankings.py", "Rankings", "📶", "Logit lens"),
-    ("pages/watch.py", "Watch tokens", "👀", "Logit lens"),
-    ("pages/saliency.py", "Saliency", "✨", "Attribution"),
-    ("pages/factors.py", "Neuron factors", "🧬", "Neurons"),
-    ("pages/neurons.py", "Top neurons", "🔬", "Neurons"),
-    ("pages/similarity.py", "Layer similarity", "🪞", "Neurons"),
-    ("pages/attention.py", "Attention", "🎯", "Attention"),
+    ("ecco_app/views/output.py", "Output", "📝", "Run"),
+    ("ecco_app/views/layer_predictions.py", "Layer predictions", "🧱", "Logit lens"),
+    ("ecco_app/views/rankings.py", "Rankings", "📶", "Logit lens"),
+    ("ecco_app/views/watch.py", "Watch tokens", "👀", "Logit lens"),
+    ("ecco_app/views/saliency.py", "Saliency", "✨", "Attribution"),
+    ("ecco_app/views/factors.py", "Neuron factors", "🧬", "Neurons"),
+    ("ecco_app/views/neurons.py", "Top neurons", "🔬", "Neurons"),
+    ("ecco_app/views/similarity.py", "Layer similarity", "🪞", "Neurons"),
+    ("ecco_app/views/attention.py", "Attention", "🎯", "Attention"),
 ]
 
 
 def sidebar() -> None:
     with st.sidebar:
         st.title("🔭 Ecco Explorer")
-        label = st.selectbox("Model", list(app.MODEL_CHOICES), key="model_label")
-        model = app.MODEL_CHOICES[label]
+        label = st.selectbox("Model", list(state.MODEL_CHOICES), key="model_label")
+        model = state.MODEL_CHOICES[label]
         if model is None:
             model = st.text_input("Hub id, folder or .gguf file", "gpt2", key="model_other").strip()
-        example = st.selectbox("Example prompt", list(app.EXAMPLES), key="example")
-        # Also when "prompt" vanished: Streamlit's first run of an app with a pages/ folder goes
-        # through its v1 page path and drops the widget's state on the switch to st.navigation.
-        if st.session_state.get("example_shown") != example or "prompt" not in st.session_state:
-            st.session_state["prompt"] = app.EXAMPLES[example]
+        example = st.selectbox("Example prompt", list(state.EXAMPLES), key="example")
+        if st.session_state.get("example_shown") != example:  # a newly picked example fills the box
+            st.session_state["prompt"] = state.EXAMPLES[example]
             st.session_state["example_shown"] = example
         prompt = st.text_area("Prompt", key="prompt", height=120)
         clicked = st.button("Run", type="primary", width="stretch", key="run")
         settings = generation_settings(model)
         if clicked:
             run(model, prompt, settings)
-        if st.session_state.get(app.NOTICE):
-            st.caption(st.session_state[app.NOTICE])
+        if st.session_state.get(state.NOTICE):
+            st.caption(st.session_state[state.NOTICE])
 
 
 def generation_settings(model: str) -> dict:
-    encoder = model == app.EMBEDDED_ENCODER
+    encoder = model == EMBEDDED_ENCODER
     with st.expander("Generation settings", expanded=False):
         n_new = st.number_input(
             "Tokens to generate",
@@ -97,7 +82,7 @@ def run(model: str, prompt: str, settings: dict) -> None:
     """Load (cached), generate, capture; keep the last good result when anything fails."""
     progress = st.progress(0.0, text="Loading the model…")
     try:
-        lm = app.load_lm(model)
+        lm = cached.load_lm(model)
         stage_text = {
             "generate": "Generating…",
             "capture": "Capturing activations…",
@@ -124,22 +109,19 @@ def run(model: str, prompt: str, settings: dict) -> None:
         else:
             seq = lm(prompt, attention=settings["attention"], attention_layers=kept)
     except EccoError as error:
-        st.session_state[app.RUN_ERROR] = str(error)
+        state.store_run_error(str(error))
     except Exception as error:  # a bug or an odd model: a short message, the traceback goes to the log
         logging.getLogger("ecco_explorer").exception("run failed (model %r)", model)
-        st.session_state[app.RUN_ERROR] = (
+        state.store_run_error(
             f"Something went wrong during this run ({type(error).__name__}). The last good result "
             "is kept; try another prompt or model."
         )
     else:
-        st.session_state[app.SEQ] = seq
-        st.session_state[app.SETTINGS] = {"model": model, "prompt": prompt, **settings}
-        st.session_state[app.RUN_ERROR] = None
-        st.session_state[app.NOTICE] = (
-            f"Long text: attention kept for layers {', '.join(map(str, kept))} only, to bound memory."
-            if kept
-            else None
-        )
+        notice = None
+        if kept:
+            layers = ", ".join(map(str, kept))
+            notice = f"Long text: attention kept for layers {layers} only, to bound memory."
+        state.store_run(seq, {"model": model, "prompt": prompt, **settings}, notice)
     finally:
         progress.empty()
 

@@ -104,21 +104,18 @@ def interaction_ms(seq) -> float:
 
 
 class Yardstick:
-    """G, a bare generate of transformers' own model class on the same weights, timed again
+    """G, a bare generate of transformers' own model class (what ecco_core loads), timed again
     before every figure: a figure's ratio uses the G measured around it, so a busy spell on a
-    shared machine moves both. The generate of the model ecco_core loaded (native_llama for the
-    default model) is timed alongside, for the record."""
+    shared machine moves both."""
 
     def __init__(self, lm) -> None:
-        self.lm, self.reference = lm, w.transformers_model(lm)
-        self.samples, self.own_samples = [], []
-        w.bare_generate(lm, model=self.reference)  # warm-ups
-        w.bare_generate(lm)
+        self.lm, self.reference = lm, lm.model
+        self.samples = []
+        w.bare_generate(lm)  # warm-up
 
     def sample(self, n: int = 1) -> None:
         for _ in range(n):
-            self.samples.append(w.timed(lambda: w.bare_generate(self.lm, model=self.reference))[0])
-            self.own_samples.append(w.timed(lambda: w.bare_generate(self.lm))[0])
+            self.samples.append(w.timed(lambda: w.bare_generate(self.lm))[0])
 
     @property
     def median(self) -> float:
@@ -173,8 +170,6 @@ def measure(runs: int, device: str = "cpu") -> dict:
     r["bare_generate_s"] = g.median
     r["bare_generate_samples_s"] = [round(x, 4) for x in g.samples]
     r["bare_generate_model"] = type(g.reference).__name__
-    r["own_generate_s"] = statistics.median(g.own_samples)
-    r["own_generate_model"] = type(lm.model).__name__
     r["scaling"] = [
         {"prompt_tokens": n, **_scaling_row(run_child("workload", device, n))} for n in SCALING_TOKENS
     ]
@@ -197,12 +192,12 @@ def measure(runs: int, device: str = "cpu") -> dict:
 
 def _backend_record(lm, result) -> dict:
     """Which backend computed grad x input, and the self-check's figures on this CPU."""
-    from ecco_core import fast_grad
+    from ecco_core.analysis.attribution import hand_written, self_check
 
     record = {"grad_x_input": result.backend}
-    plan = fast_grad.structure(lm)
+    plan = hand_written.structure(lm)
     if plan is not None:
-        check = fast_grad.check(plan)
+        check = self_check.check(plan)
         record |= {
             "self_check_logit_error": check.logit_error,
             "self_check_gradient_error_vs_float64": check.gradient_error,
@@ -276,9 +271,8 @@ def print_table(r: dict) -> None:
     )
     print(f"G samples (s): {r['bare_generate_samples_s']}")
     print(
-        f"G is {r['bare_generate_model']}.generate; the loaded {r['own_generate_model']}.generate: "
-        f"{r['own_generate_s']:.3f} s. Warm load = import ecco_core + from_pretrained after "
-        f"import torch ({r['warm_torch_import_s']:.2f} s, not counted); source {r['warm_load_source']}"
+        f"G is {r['bare_generate_model']}.generate. Warm load = import ecco_core + from_pretrained "
+        f"after import torch ({r['warm_torch_import_s']:.2f} s, not counted); source {r['warm_load_source']}"
     )
     print(f"attribution backend: {r['attribution_backend']}")
     print(f"\nmachine: {r['machine']}")

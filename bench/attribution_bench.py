@@ -5,11 +5,11 @@ from __future__ import annotations
 import statistics
 
 from bench.workload import timed
-from ecco_core.output import OutputSeq
+from ecco_core.facade import OutputSeq
 
 ADAPTIVE_STEPS = 12
 """Gradient evaluations for the adaptive rule (plus its forward-only scan of 9 path points); the
-saliency page's default (``IG_STEPS`` in pages/saliency.py)."""
+saliency page's default (``IG_STEPS`` in ecco_app/views/saliency.py)."""
 
 
 def ig_one_token(seq: OutputSeq, runs: int, **settings) -> tuple[float, float]:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 
 import ecco_core
-from ecco_core.output import OutputSeq
+from ecco_core.facade import OutputSeq
 
 EU_PROMPT = "The countries of the European Union are:\n1. Austria\n2. Belgium\n3. Bulgaria\n4."
 N_GENERATE = 20
@@ -29,12 +29,11 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def bare_generate(lm: ecco_core.LM, prompt: str = EU_PROMPT, n: int = N_GENERATE, model=None) -> torch.Tensor:
-    """A plain greedy ``model.generate`` of ``n`` tokens, nothing else (``model``: another model
-    of the same weights, e.g. transformers' own class for the yardstick G)."""
+def bare_generate(lm: ecco_core.LM, prompt: str = EU_PROMPT, n: int = N_GENERATE) -> torch.Tensor:
+    """A plain greedy ``model.generate`` of ``n`` tokens, nothing else (the yardstick G)."""
     ids = lm.encode(prompt)[None].to(lm.device)
     with torch.inference_mode():
-        return (model or lm.model).generate(
+        return lm.model.generate(
             ids,
             attention_mask=torch.ones_like(ids),
             max_new_tokens=n,
@@ -42,19 +41,6 @@ def bare_generate(lm: ecco_core.LM, prompt: str = EU_PROMPT, n: int = N_GENERATE
             do_sample=False,
             pad_token_id=lm.tokenizer.eos_token_id,
         )
-
-
-def transformers_model(lm: ecco_core.LM) -> torch.nn.Module:
-    """The default model's weights in transformers' own class: G times *its* ``generate``, the
-    yardstick of issue 7, whichever implementation ecco_core loaded (see native_llama)."""
-    if type(lm.model).__module__.startswith("transformers"):
-        return lm.model
-    from transformers import AutoModelForCausalLM
-
-    from ecco_core.models import embedded_gguf_path, gguf_cache_dir
-
-    folder = gguf_cache_dir(embedded_gguf_path())
-    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval().to(lm.device)
 
 
 def generate(lm: ecco_core.LM, prompt: str = EU_PROMPT, n: int = N_GENERATE) -> OutputSeq:

@@ -57,3 +57,7 @@ class ComponentsError(InputError):
 
 class NumericalError(EccoError):
     """NaN or inf where numbers were expected (e.g. half precision overflow)."""
+
+
+class AttentionMissingError(EccoError):
+    """The run was made without attention capture."""

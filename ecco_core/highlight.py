@@ -6,30 +6,15 @@ import html
 from collections.abc import Sequence
 
 import numpy as np
+from plotly.colors import find_intermediate_color, hex_to_rgb, unlabel_rgb
 
-from .figures import sequential_color
+from .figures.base import sequential_color
+from .results.labels import visible_text
 
 _TOKEN_STYLE = (
     "display:inline;white-space:pre-wrap;border-radius:3px;padding:1px 0;"
     "font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:0.95rem;line-height:1.9;"
 )
-
-
-def visible(token: str) -> str:
-    """Token text as shown: newlines as ↵ plus a line break, tabs as →, other controls as ␀-style."""
-    out = []
-    for ch in token:
-        if ch == "\n":
-            out.append("↵\n")
-        elif ch == "\t":
-            out.append("→")
-        elif ord(ch) < 32:
-            out.append(chr(0x2400 + ord(ch)))
-        elif ch in "\u200b\u200c\u200d\u2060\ufeff":
-            out.append("·")
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 def token_span(
@@ -41,7 +26,7 @@ def token_span(
     style: str = "",
 ) -> str:
     """One escaped token as a ``<span>``; ``attrs`` and ``style`` must come from trusted values only."""
-    text = html.escape(visible(token)) or "&#8203;"
+    text = html.escape(visible_text(token)) or "&#8203;"
     return (
         f'<span class="tok {html.escape(classes)}" style="{_TOKEN_STYLE}{style}background:{background}" '
         f'title="{html.escape(title)}" {attrs}>{text}</span>'
@@ -154,7 +139,6 @@ def factor_html(
         n_input_tokens: where the ▶ marker between prompt and generated text goes.
         names: one display name per factor for the hover title.
     """
-    from plotly.colors import find_intermediate_color, hex_to_rgb, unlabel_rgb
 
     def rgb(color: str) -> tuple[float, ...]:
         return tuple(float(c) for c in (hex_to_rgb(color) if color.startswith("#") else unlabel_rgb(color)))
@@ -227,3 +211,45 @@ def legend_html(names: Sequence[str], colors: Sequence[str]) -> str:
         for name, color in zip(names, colors)
     )
     return f'<div class="ecco-legend">{" ".join(chips)}</div>'
+
+
+def peak_shares(values: np.ndarray) -> np.ndarray:
+    """Each value's magnitude as a share of its row's largest magnitude (a row of zeros stays 0).
+
+    Args:
+        values: (..., pos) float, e.g. (factor, pos) factor scores or (pos,) one neuron's activations.
+
+    Returns:
+        (..., pos) float in [0, 1].
+    """
+    magnitude = np.abs(np.asarray(values, dtype=float))  # (..., pos)
+    peak = magnitude.max(axis=-1, keepdims=True)  # (..., 1)
+    return magnitude / np.where(peak > 0, peak, 1.0)
+
+
+def sign_classes(values: np.ndarray) -> np.ndarray:
+    """Colour classes for signed values: 0 positive, 1 negative, -1 zero (left unpainted).
+
+    Args:
+        values: (pos,) float.
+
+    Returns:
+        (pos,) int in {0, 1, -1}.
+    """
+    values = np.asarray(values)
+    return np.where(values > 0, 0, np.where(values < 0, 1, -1))
+
+
+def strongest_shares(shares: np.ndarray, strongest: np.ndarray) -> np.ndarray:
+    """The share of each position's strongest factor.
+
+    Args:
+        shares: (factor, pos) float in [0, 1] (see ``peak_shares``).
+        strongest: (pos,) int index of the strongest factor, -1 where none.
+
+    Returns:
+        (pos,) float: ``shares[strongest[p], p]`` (factor 0's share where ``strongest`` is -1; the
+        painter leaves those positions blank).
+    """
+    strongest = np.asarray(strongest)
+    return np.asarray(shares)[np.maximum(strongest, 0), np.arange(strongest.shape[0])]

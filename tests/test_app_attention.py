@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-import app_support as app
-from ecco_core.models import EMBEDDED_ENCODER
+from ecco_app import state as app
+from ecco_core.model.weights import EMBEDDED_ENCODER
 from tests.app_helpers import ROOT, new_app, open_page, run_prompt
 
 pytestmark = pytest.mark.embedded
@@ -23,7 +23,7 @@ def html_of(at) -> str:
 
 
 def test_attention_page_invites_a_run_first():
-    at = open_page(new_app(), "pages/attention.py")
+    at = open_page(new_app(), "ecco_app/views/attention.py")
     assert not at.exception
     assert any("press **Run**" in i.value for i in at.info)
 
@@ -31,7 +31,7 @@ def test_attention_page_invites_a_run_first():
 @pytest.fixture(scope="module")
 def causal_app():
     at = run_prompt(new_app(), PROMPT, n_generate=3)
-    return open_page(at, "pages/attention.py")
+    return open_page(at, "ecco_app/views/attention.py")
 
 
 def test_attention_page_shows_grid_map_and_text(causal_app):
@@ -60,7 +60,7 @@ def test_picking_a_head_and_rollout(causal_app):
 def test_a_run_without_attention_says_how_to_get_it():
     at = new_app()
     at.toggle(key="capture_attention").set_value(False)
-    at = open_page(run_prompt(at, PROMPT, n_generate=2), "pages/attention.py")
+    at = open_page(run_prompt(at, PROMPT, n_generate=2), "ecco_app/views/attention.py")
     assert not at.exception
     assert any("Capture attention" in i.value for i in at.info)
 
@@ -78,7 +78,7 @@ def test_encoder_output_page(encoder_app):
 
 
 def test_encoder_attention_page(encoder_app):
-    at = open_page(encoder_app, "pages/attention.py")
+    at = open_page(encoder_app, "ecco_app/views/attention.py")
     assert not at.exception and not at.error
     assert len(charts(at)) == 2
     at.radio(key="attn_method").set_value("rollout")
@@ -88,7 +88,7 @@ def test_encoder_attention_page(encoder_app):
 
 def test_every_page_works_or_says_why_not_on_the_encoder(encoder_app):
     """Each page that exists either draws for the encoder or refuses in one line (st.info / st.error)."""
-    pages = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "pages").glob("*.py"))
+    pages = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "ecco_app" / "views").glob("*.py"))
     for page in pages:
         at = open_page(encoder_app, page)
         assert not at.exception, f"{page}: {at.exception}"
@@ -96,7 +96,7 @@ def test_every_page_works_or_says_why_not_on_the_encoder(encoder_app):
             assert "\n" not in message.value.strip(), f"{page}: {message.value!r}"
 
 
-PAGE_FILES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "pages").glob("*.py"))
+PAGE_FILES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "ecco_app" / "views").glob("*.py"))
 
 
 @pytest.fixture(scope="module", params=["t5", "bart"])
@@ -119,7 +119,7 @@ def test_every_page_works_or_says_why_not_on_an_encoder_decoder(enc_dec_app, pag
 
 
 def test_attention_page_offers_three_sides_on_an_encoder_decoder(enc_dec_app):
-    at = open_page(enc_dec_app, "pages/attention.py")
+    at = open_page(enc_dec_app, "ecco_app/views/attention.py")
     assert at.radio(key="attn_side").options == [
         "Decoder self-attention",
         "Encoder self-attention",
@@ -133,7 +133,7 @@ def test_attention_page_offers_three_sides_on_an_encoder_decoder(enc_dec_app):
 
 def test_saliency_page_explains_a_generated_token_of_an_encoder_decoder(enc_dec_app):
     """Gradient x input over encoder and decoder inputs: the page draws a result, no refusal."""
-    at = open_page(enc_dec_app, "pages/saliency.py")
+    at = open_page(enc_dec_app, "ecco_app/views/saliency.py")
     assert not at.exception
     assert not at.info and not at.error, [m.value for m in [*at.info, *at.error]]
     assert at.selectbox(key="saliency_method").value == "grad_x_input"

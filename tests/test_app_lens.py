@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ecco_core.lm import LM
+from ecco_core.facade import LM
 from tests.app_helpers import new_app, open_page, run_prompt
 from tests.conftest import EU_PROMPT
 
@@ -59,7 +59,7 @@ def picker(at):
 
 
 def test_layer_predictions_page_follows_a_clicked_token(eu_app, runs):
-    at = open_page(eu_app, "pages/layer_predictions.py")
+    at = open_page(eu_app, "ecco_app/views/layer_predictions.py")
     assert not at.exception and not at.error
     text = " ".join(m.value for m in at.markdown)
     assert "' Croatia'" in text and "top prediction at layer **30**" in text
@@ -78,14 +78,14 @@ def test_layer_predictions_page_follows_a_clicked_token(eu_app, runs):
 
 
 def test_layer_predictions_page_filters_layers(eu_app):
-    at = open_page(eu_app, "pages/layer_predictions.py")
+    at = open_page(eu_app, "ecco_app/views/layer_predictions.py")
     at.slider(key="lp_layers::30").set_value((28, 30))
     at.run()
     assert len(heatmap_text(at)) == 3
 
 
 def test_rankings_page_with_and_without_prompt(eu_app, runs):
-    at = open_page(eu_app, "pages/rankings.py")
+    at = open_page(eu_app, "ecco_app/views/rankings.py")
     assert not at.exception and not at.error
     seq = at.session_state["seq"]
     cells = heatmap_text(at)
@@ -101,7 +101,7 @@ def test_rankings_page_with_and_without_prompt(eu_app, runs):
 
 
 def test_watch_page_adds_a_token_and_refuses_a_split_word(keys_app, runs):
-    at = open_page(keys_app, "pages/watch.py")
+    at = open_page(keys_app, "ecco_app/views/watch.py")
     assert not at.exception and not at.error
     assert picker(at).value == 5  # the token right after 'cabinet'
     charts = figures(at)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app_support import EXAMPLES
+from ecco_app.state import EXAMPLES
 from tests.app_helpers import new_app, open_page, run_prompt
 
 pytestmark = pytest.mark.embedded
@@ -24,7 +24,7 @@ def page_html(at) -> str:
 
 
 def test_factor_page_paints_the_text_and_repaints_by_one_factor(mixed_app):
-    at = open_page(mixed_app, "pages/factors.py")
+    at = open_page(mixed_app, "ecco_app/views/factors.py")
     assert not at.exception and not at.error
     assert any("set to 0 first" in c.value for c in at.caption)  # the clipping note
     html = page_html(at)
@@ -47,13 +47,13 @@ def test_factor_page_paints_the_text_and_repaints_by_one_factor(mixed_app):
 
 def test_factor_page_refuses_more_factors_than_positions():
     at = run_prompt(new_app(), "one two three", n_generate=0)
-    at = open_page(at, "pages/factors.py")
+    at = open_page(at, "ecco_app/views/factors.py")
     at.radio(key="factors_positions").set_value("output").run()
     assert any("no generated tokens" in e.value for e in at.error)
 
 
 def test_top_neurons_page_lists_a_token_and_paints_a_neuron(mixed_app):
-    at = open_page(mixed_app, "pages/neurons.py")
+    at = open_page(mixed_app, "ecco_app/views/neurons.py")
     assert not at.exception and not at.error
     position_key = next(s.key for s in at.selectbox if s.key and s.key.startswith("neurons_position"))
     at.selectbox(key=position_key).set_value(5).run()  # the list number "1"
@@ -74,7 +74,7 @@ def test_top_neurons_page_lists_a_token_and_paints_a_neuron(mixed_app):
 
 
 def test_similarity_page_switches_method_and_source(mixed_app):
-    at = open_page(mixed_app, "pages/similarity.py")
+    at = open_page(mixed_app, "ecco_app/views/similarity.py")
     assert not at.exception and not at.error
     assert any("direct neighbour" in m.value for m in at.markdown)
     at.radio(key="similarity_method").set_value("svcca").run()

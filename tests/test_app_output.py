@@ -1,4 +1,4 @@
-"""AppTest: the main page (streamlit_app.py + pages/output.py) runs a prompt on the embedded model."""
+"""AppTest: the main page (streamlit_app.py + views/output.py) runs a prompt on the embedded model."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def test_pages_have_no_stray_strings_that_streamlit_magic_would_draw():
 
     root = Path(__file__).resolve().parent.parent
     stray = []
-    for path in [root / "streamlit_app.py", *sorted((root / "pages").glob("*.py"))]:
+    for path in [root / "streamlit_app.py", *sorted((root / "ecco_app" / "views").glob("*.py"))]:
         body = ast.parse(path.read_text()).body
         for node in body[1:]:
             if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):

@@ -18,7 +18,7 @@ def bars(at) -> str:
 
 
 def test_pick_a_method_and_a_token_and_the_view_updates():
-    at = open_page(run_prompt(new_app(), EU_PROMPT, n_generate=4), "pages/saliency.py")
+    at = open_page(run_prompt(new_app(), EU_PROMPT, n_generate=4), "ecco_app/views/saliency.py")
     assert not at.exception
     assert "Croatia" in bars(at) and "Gradient × input" in " ".join(c.value for c in at.caption)
     before = bars(at)
@@ -37,7 +37,7 @@ def test_pick_a_method_and_a_token_and_the_view_updates():
 
 
 def test_contrast_with_a_multi_token_foil_shows_the_pieces():
-    at = open_page(run_prompt(new_app(), EU_PROMPT, n_generate=2), "pages/saliency.py")
+    at = open_page(run_prompt(new_app(), EU_PROMPT, n_generate=2), "ecco_app/views/saliency.py")
     at.selectbox(key="saliency_target").set_value("contrast")
     at.run()
     at.text_input(key="saliency_foil").set_value(" Czech Republic")
@@ -46,7 +46,9 @@ def test_contrast_with_a_multi_token_foil_shows_the_pieces():
 
 
 def test_prompt_html_shows_as_text():
-    at = open_page(run_prompt(new_app(), "<img src=x onerror=alert(1)>", n_generate=2), "pages/saliency.py")
+    at = open_page(
+        run_prompt(new_app(), "<img src=x onerror=alert(1)>", n_generate=2), "ecco_app/views/saliency.py"
+    )
     assert not at.exception
     html = bars(at)
     assert "<img" not in html and "&lt;" in html

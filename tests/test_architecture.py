@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from ecco_core.architecture import find_architecture
 from ecco_core.errors import UnsupportedArchitectureError
+from ecco_core.model.architecture import find_architecture
 from tests.tiny import tiny_model
 
 EXPECTED_FFN = {

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from ecco_core import attention
-from ecco_core.attention import AttentionMissingError, rollout_matrices
-from ecco_core.capture import hook_count
-from ecco_core.errors import InputError, ModelTypeError
+from ecco_core.analysis import attention
+from ecco_core.analysis.attention import rollout_matrices
+from ecco_core.errors import AttentionMissingError, InputError, ModelTypeError
 from ecco_core.highlight import attention_text_html
+from ecco_core.model.capture import hook_count
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +153,7 @@ def test_text_view_is_escaped():
 
 
 def test_layers_within_budget_keeps_all_when_they_fit_and_spreads_them_when_not():
-    from ecco_core.attention import layers_within_budget
+    from ecco_core.analysis.attention import layers_within_budget
 
     assert layers_within_budget(30, 9, 100) is None  # 30 x 0.34 MB fits in 384 MB
     kept = layers_within_budget(30, 9, 1000)  # 34.3 MB a layer: 11 layers fit

@@ -7,10 +7,10 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForSeq2SeqLM
 
-from ecco_core import attribution
+from ecco_core.analysis import attribution
 from ecco_core.errors import ModelTypeError, PositionError
-from ecco_core.lm import LM
-from ecco_core.models import LoadedWeights
+from ecco_core.facade import LM
+from ecco_core.model.weights import LoadedWeights
 from tests.test_encdec import COMMON, CONFIGS, PROMPT
 from tests.tiny import char_tokenizer
 

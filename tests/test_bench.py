@@ -39,4 +39,5 @@ def test_ratios_are_printed_in_g(tiny):
     text = {key: text for key, _v, text, _ok in verdicts(results())}
     assert text["standard_workload_s"] == "2.80 G (<= 3.0 G)"
     assert text["interaction_ms"] == "0.098 G (<= 0.1 G)"
-    assert workload.transformers_model(tiny) is tiny.model  # an HF model is its own yardstick
+    ids = workload.bare_generate(tiny, "abc", n=4)  # the yardstick: a plain generate of exactly n tokens
+    assert ids.shape == (1, len(tiny.encode("abc")) + 4)

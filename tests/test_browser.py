@@ -63,7 +63,7 @@ def test_first_visit_runs_the_example_prompt_as_is(browser, app_url):
     (Streamlit's first run with a pages/ folder used to empty the box and interrupt the Run.)
     Must stay the first test of this module: it needs the server's first session.
     """
-    from app_support import EXAMPLES
+    from ecco_app.state import EXAMPLES
 
     page = open_app(browser, app_url)
     try:
@@ -79,7 +79,7 @@ def test_first_visit_runs_the_example_prompt_as_is(browser, app_url):
 
 def test_every_page_draws_after_a_run(browser, app_url):
     pages = app_pages()
-    assert pages and pages[0][0] == "pages/output.py"
+    assert pages and pages[0][0] == "ecco_app/views/output.py"
     page = open_app(browser, app_url)
     try:
         screenshot(page, "00-before-run")

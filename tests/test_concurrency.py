@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 import ecco_core
-from ecco_core import loading
+from ecco_core.model import loading
 from tests.tiny import char_tokenizer, tiny_model
 
 N_THREADS = 8

@@ -64,6 +64,6 @@ def test_a_cold_cache_converts_once_and_every_process_gets_the_same_model(smol, 
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
         assert out.returncode == 0, out.stderr[-2000:]
         runs.append(out.stdout.strip().splitlines()[-1].split(" ", 2))
-    native = "NativeLlamaForCausalLM"
+    native = "LlamaForCausalLM"
     assert [r[:2] for r in runs] == [[native, "gguf"], [native, "disk-cache"]]
     assert runs[0][2] == runs[1][2] == smol.generate("2, 4, 6,", generate=3).output_text.strip()

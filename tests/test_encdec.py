@@ -7,12 +7,11 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForSeq2SeqLM
 
-from ecco_core import attention
-from ecco_core.capture import hook_count
+from ecco_core.analysis import attention
 from ecco_core.errors import InputError, PositionError
-from ecco_core.lm import LM
-from ecco_core.models import LoadedWeights
-from ecco_core.output import OutputSeq
+from ecco_core.facade import LM, OutputSeq
+from ecco_core.model.capture import hook_count
+from ecco_core.model.weights import LoadedWeights
 from tests.tiny import VOCAB, char_tokenizer
 
 CONFIGS = {
@@ -170,7 +169,7 @@ def test_attention_sides(seq):
         attention.rollout(seq, side="cross")
     grid = attention.attention_grid(seq, side="cross")
     assert np.isnan(grid.to_self).all() and grid.thumbnails.shape == (2, 4, 5, 5)
-    assert seq.side("encoder")["tokens"] == list(PROMPT)
+    assert seq.stack("encoder").tokens == list(PROMPT)
 
 
 def test_save_and_load_keep_both_sides(lm, seq, tmp_path):
@@ -198,6 +197,6 @@ def test_a_saved_folder_loads_as_an_encoder_decoder(tmp_path):
         reference = source.generate(PROMPT, generate=3)
         assert seq.token_ids.tolist() == reference.token_ids.tolist()
     finally:  # forget only this model; others stay cached
-        from ecco_core import loading
+        from ecco_core.model import loading
 
         loading._models.pop((str(tmp_path), "cpu", "torch.float32"), None)

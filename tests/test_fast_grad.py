@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from ecco_core import fast_grad
-from ecco_core.targets import Target
+from ecco_core.analysis.attribution import hand_written, self_check
+from ecco_core.analysis.attribution.backends import HAND_WRITTEN
+from ecco_core.analysis.attribution.targets import Target
 from tests.tiny import tiny_lm
 from tests.tolerance import float32_tolerance, relative_error
 
@@ -15,15 +16,8 @@ from tests.tolerance import float32_tolerance, relative_error
 def saliency_both_ways(seq, method: str, **settings):
     """The same saliency with the hand-written path and with the generic autograd path."""
     lm = seq.lm
-    plan = fast_grad.plan_for(lm)
-    assert plan is not None, f"{lm.name}: the hand-written path should apply"
-    fast = seq.saliency(method, **settings)
-    lm.__dict__["_fast_grad_plan"] = None  # force the generic path
-    try:
-        generic = seq.saliency(method, **settings)
-    finally:
-        lm.__dict__["_fast_grad_plan"] = plan
-    return fast, generic
+    assert HAND_WRITTEN.plan_for(lm) is not None, f"{lm.name}: the hand-written path should apply"
+    return seq.saliency(method, **settings), seq.saliency(method, backend="autograd", **settings)
 
 
 @pytest.mark.parametrize("family", ["llama", "mistral", "qwen2"])
@@ -42,11 +36,11 @@ def test_equals_autograd_on_tiny_llama_family_models(family, target):
 
 def test_gradients_are_zero_at_and_after_each_target(tiny):
     seq = tiny.generate("abc", generate=5)
-    plan = fast_grad.plan_for(tiny)
+    plan = HAND_WRITTEN.plan_for(tiny)
     embeds = tiny.model.get_input_embeddings()(torch.as_tensor(seq.token_ids)).float()
     positions = torch.arange(seq.n_input_tokens, seq.n_tokens)
     ids = torch.as_tensor(seq.token_ids)[positions]
-    values, grads = fast_grad.objective_gradients(plan, embeds, positions, Target("logit", ids))
+    values, grads = hand_written.objective_gradients(plan, embeds, positions, Target("logit", ids))
     for i, p in enumerate(positions.tolist()):
         assert grads[i, p:].abs().max() == 0
         assert grads[i, :p].abs().sum(-1).min() > 0  # every earlier token gets a gradient
@@ -57,7 +51,7 @@ def test_gradients_are_zero_at_and_after_each_target(tiny):
 
 @pytest.mark.parametrize("family", ["gpt2", "gpt_neox", "opt", "gemma", "phi"])
 def test_other_families_keep_the_generic_path(family):
-    assert fast_grad.plan_for(tiny_lm(family)) is None
+    assert HAND_WRITTEN.plan_for(tiny_lm(family)) is None
 
 
 def test_the_self_check_refuses_a_model_that_does_not_match(caplog):
@@ -65,54 +59,56 @@ def test_the_self_check_refuses_a_model_that_does_not_match(caplog):
     still says silu) fails the comparison with the model's own logits: the generic path stays,
     and a WARNING says so with the measured errors."""
     lm = tiny_lm("llama", seed=5)
-    plan = fast_grad._make_plan(lm)
-    assert plan is not None and fast_grad._self_check(plan)
+    plan = self_check.make_plan(lm)
+    assert plan is not None and self_check.self_check(plan)
     for block in lm.model.model.layers:
         block.mlp.act_fn = torch.nn.GELU()
-    with caplog.at_level("WARNING", logger="ecco_core.fast_grad"):
-        assert not fast_grad._self_check(plan)
+    with caplog.at_level("WARNING", logger="ecco_core.analysis.attribution.self_check"):
+        assert not self_check.self_check(plan)
     assert "refused" in caplog.text and "logit error" in caplog.text and "tolerance" in caplog.text
-    assert fast_grad.check(plan).logit_error > 100 * fast_grad.float32_tolerance(len(plan.layers))
+    assert self_check.check(plan).logit_error > 100 * self_check.float32_tolerance(len(plan.layers))
 
 
 def test_the_self_check_catches_a_wrong_backward(monkeypatch):
     """The forward still matches, so only the float64 gradient comparison can refuse this one;
     a wrong sign is orders of magnitude beyond float32's error, not at its edge."""
     lm = tiny_lm("llama", seed=6)
-    plan = fast_grad._make_plan(lm)
-    monkeypatch.setattr(fast_grad, "_rotate_half_transposed", fast_grad.rotate_half)  # the sign is wrong
-    result = fast_grad.check(plan)
+    plan = self_check.make_plan(lm)
+    monkeypatch.setattr(
+        hand_written, "_rotate_half_transposed", hand_written.rotate_half
+    )  # the sign is wrong
+    result = self_check.check(plan)
     assert result.logit_error <= result.tolerance < result.gradient_error / 100
-    assert not fast_grad._self_check(plan)
+    assert not self_check.self_check(plan)
 
 
 def test_the_self_check_judges_against_float64():
     """On a correct model the hand-written float32 gradients sit well inside the tolerance,
     and that tolerance is what float32 loses over the model's depth (not a fixed number)."""
     lm = tiny_lm("qwen2", seed=2)
-    result = fast_grad.check(fast_grad._make_plan(lm))
+    result = self_check.check(self_check.make_plan(lm))
     assert result.passed and result.gradient_error < result.tolerance / 4
     assert result.tolerance == pytest.approx(float32_tolerance(lm.arch.n_layers))
 
 
 def test_bfloat16_and_sliding_windows_keep_the_generic_path():
     lm = tiny_lm("mistral")
-    plan = fast_grad.plan_for(lm)
+    plan = HAND_WRITTEN.plan_for(lm)
     assert plan.window == lm.model.config.sliding_window
     plan.window = 8  # as if the config said so (the self-check runs 9 tokens)
-    assert fast_grad.plan_for(lm, length=8) is plan
-    assert fast_grad.plan_for(lm, length=9) is None
+    assert HAND_WRITTEN.plan_for(lm, length=8) is plan
+    assert HAND_WRITTEN.plan_for(lm, length=9) is None
     half = tiny_lm("llama", seed=1)
     half.model.to(torch.bfloat16)
-    assert fast_grad.plan_for(half) is None
+    assert HAND_WRITTEN.plan_for(half) is None
 
 
 @pytest.mark.embedded
 def test_applies_to_the_embedded_model_and_equals_autograd(eu_seq):
     """The self-check accepts the embedded model on this CPU (the figures are in the log when it
     does not), and both backends agree within float32's error over 30 layers."""
-    plan = fast_grad.plan_for(eu_seq.lm)
-    assert plan is not None, fast_grad.check(fast_grad._make_plan(eu_seq.lm))
+    plan = HAND_WRITTEN.plan_for(eu_seq.lm)
+    assert plan is not None, self_check.check(self_check.make_plan(eu_seq.lm))
     fast, generic = saliency_both_ways(eu_seq, "grad_x_input")
     assert (fast.backend, generic.backend) == ("hand-written", "autograd")
     np.testing.assert_allclose(fast.values, generic.values, atol=2e-5)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ecco_core.errors import EccoError, InputError, ModelTypeError, PositionError, TokenError
-from ecco_core.output import OutputSeq
+from ecco_core.facade import OutputSeq
 from tests.tolerance import assert_rank_within_ties, assert_topk_within_ties, dot_error_bound
 
 
@@ -110,7 +110,7 @@ def test_rankings_topk_and_watch_match_a_float64_loop(tiny, tiny_seq, lens_mode)
 def test_vocabulary_blocks_and_row_chunks_give_the_float64_ranks(tiny, monkeypatch, block, chunk):
     """Blocks of odd width put each target in a different block than its rivals; ranks, top-k and
     probabilities must not depend on how the vocabulary and rows are cut."""
-    from ecco_core import lens
+    from ecco_core.analysis import lens
 
     monkeypatch.setattr(lens, "VOCAB_BLOCK", block)
     monkeypatch.setattr(lens, "CHUNK_ROWS", chunk)
@@ -198,15 +198,16 @@ def test_the_next_token_after_the_text(tiny_seq):
 def test_projection_is_cached_per_run_and_lens(tiny, tiny_seq):
     seq = tiny.generate("abc", generate=4)
     seq.layer_predictions(2)
-    summary = seq.extras["lens::normed"][1]
+    summary = seq.derived.peek((seq.run_id, "lens", "normed"))
     assert summary.done.tolist() == [False, True] + [False] * (seq.n_tokens - 2)
     seq.rankings()
     assert summary.done[seq.n_input_tokens - 1 : -1].all()
-    assert seq.extras["lens::normed"][1] is summary
-    assert "lens::raw" not in seq.extras
+    assert seq.derived.peek((seq.run_id, "lens", "normed")) is summary
+    assert (seq.run_id, "lens", "raw") not in seq.derived
+    assert not seq.extras  # derived results never sit beside the run's data
     seq.run_id = "another run"
     seq.rankings()
-    assert seq.extras["lens::normed"][1] is not summary
+    assert seq.derived.peek((seq.run_id, "lens", "normed")) is not summary
 
 
 def test_analysis_without_generation(tiny):
@@ -287,8 +288,8 @@ def tiny_seq2seq(family: str):
     """A random-init encoder-decoder of ``family`` (2 + 2 layers) with the character tokenizer."""
     from transformers import AutoConfig, AutoModelForSeq2SeqLM
 
-    from ecco_core.lm import LM
-    from ecco_core.models import LoadedWeights
+    from ecco_core.facade import LM
+    from ecco_core.model.weights import LoadedWeights
     from tests.tiny import VOCAB, char_tokenizer
 
     ids = {"vocab_size": VOCAB, "pad_token_id": 3, "eos_token_id": 2, "bos_token_id": 1}
@@ -400,5 +401,5 @@ def test_keys_to_the_cabinet(smol):
 def test_a_saved_run_gives_the_same_lens(tiny_seq, tmp_path):
     before = tiny_seq.rankings(include_prompt=True)
     loaded = OutputSeq.load(tiny_seq.save(tmp_path / "run.npz"), lm=tiny_seq.lm)
-    assert not any(key.startswith("lens::") for key in loaded.extras)
+    assert not loaded.derived.keys()
     np.testing.assert_array_equal(loaded.rankings(include_prompt=True).ranks, before.ranks)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from ecco_core.capture import hook_count
 from ecco_core.errors import EmptyPromptError, GenerationSettingsError, InputError, PromptTooLongError
-from ecco_core.output import OutputSeq
+from ecco_core.facade import OutputSeq
+from ecco_core.model.capture import hook_count
 
 
 def test_capture_shapes(tiny_family):

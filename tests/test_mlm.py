@@ -8,11 +8,11 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import BertConfig, BertForMaskedLM, BertModel, PreTrainedTokenizerFast
 
-from ecco_core import attention
-from ecco_core.capture import hook_count
+from ecco_core.analysis import attention
 from ecco_core.errors import ModelTypeError, PositionError
-from ecco_core.lm import LM
-from ecco_core.models import LoadedWeights
+from ecco_core.facade import LM
+from ecco_core.model.capture import hook_count
+from ecco_core.model.weights import LoadedWeights
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = [
@@ -200,6 +200,6 @@ def test_a_saved_folder_loads_as_a_masked_lm(bert, tmp_path):
         seq = lm(TEXT)
         assert seq.masked_predictions(topk=3).token_ids.shape == (4, 3)
     finally:  # forget only this model; others stay cached
-        from ecco_core import loading
+        from ecco_core.model import loading
 
         loading._models.pop((str(tmp_path), "cpu", "torch.float32"), None)

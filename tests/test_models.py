@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ecco_core import models
 from ecco_core.errors import NoNetworkError
+from ecco_core.model import weights as models
 
 
 def test_hub_is_unreachable_at_once_when_offline_is_set(monkeypatch):

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from ecco_core import neurons
+from ecco_core.analysis import neurons
 from ecco_core.errors import ComponentsError, EccoError, InputError, PositionError
+from ecco_core.facade import OutputSeq
 from ecco_core.highlight import factor_html
-from ecco_core.output import OutputSeq
 
 
 def synthetic_seq(activations: np.ndarray, n_input: int | None = None, layers=None) -> OutputSeq:
@@ -235,7 +235,7 @@ def test_factorises_a_tiny_model_run(tiny):
 @pytest.mark.embedded
 def test_mixed_prompt_separates_digits_from_words(smol):
     """On the embedded model, one factor fires on the list/date digits and not on words."""
-    from app_support import EXAMPLES
+    from ecco_app.state import EXAMPLES
 
     seq = smol(EXAMPLES["Mixed: list, date, sentence"])
     result = neurons.run_nmf(seq, 8, skip_first=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import app_support as app
-from ecco_core import neurons, similarity
+from ecco_app import state as app
+from ecco_core.analysis import neurons, similarity
 from ecco_core.errors import EccoError, ModelTypeError, PositionError
-from ecco_core.output import OutputSeq
+from ecco_core.facade import OutputSeq
 from tests.app_helpers import new_app, open_page
 from tests.test_encdec import PROMPT, tiny_enc_dec
 
@@ -43,14 +43,14 @@ def causal_copy(seq: OutputSeq, side: str) -> OutputSeq:
 
 
 def test_stack_is_one_sides_arrays_and_tokens(seq):
-    decoder, encoder = neurons.stack(seq, "decoder"), neurons.stack(seq, "encoder")
+    decoder, encoder = seq.stack("decoder"), seq.stack("encoder")
     assert encoder.tokens == list(PROMPT) and encoder.n_input_tokens == N_ENC
     assert decoder.tokens == seq.state_tokens and decoder.n_tokens == N_DEC and decoder.n_input_tokens == 1
     assert decoder.activations.shape[2] == N_DEC and encoder.activations.shape[2] == N_ENC
     assert decoder.special.tolist() == [True] + [False] * (N_DEC - 1)  # the decoder start token
     assert not encoder.special.any()
     with pytest.raises(EccoError, match="side must be"):
-        neurons.stack(seq, "cross")
+        seq.stack("cross")
 
 
 @pytest.mark.parametrize("side", ["decoder", "encoder"])
@@ -140,7 +140,7 @@ def test_the_encoder_side_needs_no_generation():
 
 def test_causal_runs_are_unchanged(tiny):
     seq = tiny("The keys to the cabinet")
-    plain = neurons.stack(seq)
+    plain = seq.stack()
     assert plain.name == "" and plain.tokens == seq.tokens and plain.n_input_tokens == seq.n_input_tokens
     result = neurons.run_nmf(seq, 3)
     assert result.side == "" and result.tokens == seq.tokens and result.components.shape[1] == seq.n_tokens
@@ -163,7 +163,7 @@ def markdown_text(at) -> str:
 
 
 def test_factor_page_switches_stacks(t5_app):
-    at = open_page(t5_app, "pages/factors.py")
+    at = open_page(t5_app, "ecco_app/views/factors.py")
     assert not at.exception and not at.error
     assert at.radio(key="factors_side").options == ["Decoder", "Encoder"]
     assert not [r for r in at.radio if r.key == "factors_positions"]  # each stack has one kind of token
@@ -177,7 +177,7 @@ def test_factor_page_switches_stacks(t5_app):
 
 
 def test_neuron_page_lists_the_encoders_neurons(t5_app):
-    at = open_page(t5_app, "pages/neurons.py")
+    at = open_page(t5_app, "ecco_app/views/neurons.py")
     assert not at.exception and not at.error
     at.radio(key="neurons_side").set_value("encoder").run()
     box = next(s for s in at.selectbox if s.key and s.key.startswith("neurons_position"))
@@ -192,7 +192,7 @@ def test_neuron_page_lists_the_encoders_neurons(t5_app):
 
 
 def test_similarity_page_compares_encoder_layers(t5_app):
-    at = open_page(t5_app, "pages/similarity.py")
+    at = open_page(t5_app, "ecco_app/views/similarity.py")
     assert not at.exception and not at.error
     at.radio(key="similarity_side").set_value("encoder").run()
     assert not at.exception and not at.error

@@ -22,7 +22,7 @@ import torch
 from packaging.requirements import Requirement
 
 import ecco_core
-from ecco_core import highlight, models
+from ecco_core import highlight
 from ecco_core.errors import (
     ComponentsError,
     EccoError,
@@ -37,9 +37,11 @@ from ecco_core.errors import (
     PromptTooLongError,
     TokenError,
 )
-from ecco_core.lm import LM
-from ecco_core.models import LoadedWeights
-from ecco_core.tokens import readable_tokens
+from ecco_core.facade import LM
+from ecco_core.model import weights as models
+from ecco_core.model.tokens import readable_tokens
+from ecco_core.model.weights import LoadedWeights
+from ecco_core.results.labels import visible_text
 from tests.tiny import VOCAB, char_tokenizer, tiny_lm
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -285,7 +287,7 @@ def test_odd_text_gives_readable_tokens_and_views_draw(smol, kind):
     assert "".join(seq.tokens[: seq.n_input_tokens]) == text
     assert not any("\ufffd" in token for token in seq.tokens), seq.tokens
     shown = _visible_text(highlight.output_text_html(seq.tokens, seq.n_input_tokens, seq.special))
-    assert highlight.visible(text) in shown
+    assert visible_text(text) in shown
     for name, fig in draw_every_view(seq):
         assert isinstance(fig, go.Figure), name
         assert "\ufffd" not in fig.to_json(), name
@@ -293,7 +295,7 @@ def test_odd_text_gives_readable_tokens_and_views_draw(smol, kind):
 
 def draw_every_view(seq: ecco_core.OutputSeq):
     """(name, figure) of every view, through the documented APIs."""
-    from ecco_core import attention, similarity
+    from ecco_core.analysis import attention, similarity
 
     last = seq.n_tokens - 1
     yield "rankings", seq.rankings().figure()
@@ -467,7 +469,7 @@ def _unsafe_html_calls(path: Path) -> list[str]:
 
 
 def test_no_unsafe_html_on_unescaped_text():
-    files = [ROOT / "streamlit_app.py", ROOT / "app_support.py", *sorted((ROOT / "pages").glob("*.py"))]
+    files = [ROOT / "streamlit_app.py", *sorted((ROOT / "ecco_app").rglob("*.py"))]
     problems = [p for f in files for p in _unsafe_html_calls(f)]
     assert not problems, "HTML not built by ecco_core.highlight or html.escape:\n" + "\n".join(problems)
 
@@ -505,9 +507,9 @@ def _rerun_with(at, prompt: str | None = None, model: str | None = None):
 
 
 def ecco_core_choices() -> dict:
-    import app_support
+    from ecco_app import state
 
-    return app_support.MODEL_CHOICES
+    return state.MODEL_CHOICES
 
 
 @pytest.fixture(scope="module")
@@ -554,12 +556,12 @@ def test_app_shows_one_line_and_keeps_the_last_result(app_with_a_good_run, tmp_p
 
 @pytest.mark.embedded
 def test_app_shows_a_friendly_message_for_an_unexpected_exception(app_with_a_good_run, monkeypatch):
-    import app_support
+    from ecco_app import cached
 
     def broken(*args, **kwargs):
         raise RuntimeError("internal detail: tensor a (3) must match tensor b (4)")
 
-    monkeypatch.setattr(app_support, "load_lm", broken)
+    monkeypatch.setattr(cached, "load_lm", broken)
     at = _rerun_with(app_with_a_good_run, "The keys to the cabinet")
     assert not at.exception
     errors = _errors(at)
@@ -573,7 +575,12 @@ def test_app_limits_the_tokens_to_generate(app_with_a_good_run):
     assert widget.min == 0 and 1 <= widget.max <= 1024  # negative or huge cannot be entered
 
 
-CAUSAL_PAGES = ["pages/layer_predictions.py", "pages/rankings.py", "pages/watch.py", "pages/saliency.py"]
+CAUSAL_PAGES = [
+    "ecco_app/views/layer_predictions.py",
+    "ecco_app/views/rankings.py",
+    "ecco_app/views/watch.py",
+    "ecco_app/views/saliency.py",
+]
 
 
 @pytest.mark.embedded
@@ -626,11 +633,11 @@ def test_hosted_config_limits_and_hides_error_details():
 
 
 def test_result_cache_is_bounded():
-    import app_support
+    from ecco_app import cached
 
-    info = app_support._derived._info
+    info = cached._derived._info
     assert info.max_entries and info.ttl and info.max_size_bytes
-    assert app_support.load_lm._info.max_entries <= 3
+    assert cached.load_lm._info.max_entries <= 3
 
 
 def test_eccoerrors_are_never_bare_asserts():
@@ -645,10 +652,10 @@ def test_eccoerrors_are_never_bare_asserts():
 def app_on_watch_page():
     from tests.app_helpers import new_app, open_page, run_prompt
 
-    if not (ROOT / "pages" / "watch.py").exists():
-        pytest.skip("pages/watch.py does not exist yet")
+    if not (ROOT / "ecco_app" / "views" / "watch.py").exists():
+        pytest.skip("ecco_app/views/watch.py does not exist yet")
     at = run_prompt(new_app(), "The keys to the cabinet", n_generate=2)
-    return open_page(at, "pages/watch.py")
+    return open_page(at, "ecco_app/views/watch.py")
 
 
 @pytest.mark.embedded

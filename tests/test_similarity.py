@@ -8,9 +8,9 @@ import pickle
 import numpy as np
 import pytest
 
-from ecco_core import similarity
+from ecco_core.analysis import similarity
 from ecco_core.errors import InputError
-from ecco_core.output import OutputSeq
+from ecco_core.facade import OutputSeq
 
 
 def random_orthogonal(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -206,7 +206,7 @@ def test_layer_similarity_on_a_tiny_model(tiny):
 
 @pytest.mark.embedded
 def test_neighbouring_layers_are_most_alike_on_the_embedded_model(smol):
-    from app_support import EXAMPLES
+    from ecco_app.state import EXAMPLES
 
     seq = smol(EXAMPLES["Mixed: list, date, sentence"])
     for method in ("cka", "pwcca"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ecco_core.targets import MIN_MATMUL_ROWS, Target, padded_matmul, unembedding_vjp
+from ecco_core.analysis.attribution.targets import MIN_MATMUL_ROWS, Target, padded_matmul, unembedding_vjp
 from tests.tolerance import EPS32, dot_error_bound, relative_error
 
 

@@ -8,8 +8,8 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
-from ecco_core.lm import LM
-from ecco_core.models import LoadedWeights
+from ecco_core.facade import LM
+from ecco_core.model.weights import LoadedWeights
 
 SPECIALS = ["<unk>", "<bos>", "<eos>", "<pad>"]
 CHARS = list(string.printable)

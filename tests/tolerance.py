@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ecco_core.fast_grad import float32_tolerance
+from ecco_core.analysis.attribution.self_check import float32_tolerance
 
 __all__ = [
     "EPS32",

@@ -1,47 +1,44 @@
-"""Plotly builders: data in, ``go.Figure`` out. Never shows, never imports streamlit.
+"""Plotly builders: results in, ``go.Figure`` out. Never shows, never imports streamlit or torch.
 
-Shared helpers live here; each analysis area has its own module (``figures.lens``, ...).
+Importing this package registers each builder as its result type's ``figure()``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from ..results import (
+    AttentionMap,
+    Factorization,
+    HeadGrid,
+    LayerPredictions,
+    LayerSimilarity,
+    MaskedPredictions,
+    NeuronTrace,
+    Rankings,
+    Saliency,
+    TopNeurons,
+    WatchRankings,
+    register_figure,
+)
+from .attention import attention_map_figure, head_grid_figure
+from .attribution import saliency_heatmap
+from .base import base_layout, sequential_color
+from .lens import layer_predictions_figure, rankings_figure, watch_figure
+from .masked import masked_predictions_figure
+from .neurons import factor_heatmap, neuron_trace_figure, similarity_heatmap, top_neurons_bar
 
-import plotly.graph_objects as go
-from plotly.colors import sample_colorscale
+for _type, _builder in (
+    (LayerPredictions, layer_predictions_figure),
+    (Rankings, rankings_figure),
+    (WatchRankings, watch_figure),
+    (Saliency, saliency_heatmap),
+    (Factorization, factor_heatmap),
+    (TopNeurons, top_neurons_bar),
+    (NeuronTrace, neuron_trace_figure),
+    (LayerSimilarity, similarity_heatmap),
+    (AttentionMap, attention_map_figure),
+    (HeadGrid, head_grid_figure),
+    (MaskedPredictions, masked_predictions_figure),
+):
+    register_figure(_type, _builder)
 
-FONT = "Inter, system-ui, -apple-system, Segoe UI, sans-serif"
-
-
-def sequential_color(share: float, colorscale: str = "Purples") -> str:
-    """The colour at ``share`` in [0, 1] of a named Plotly colour scale (an 'rgb(...)' string)."""
-    return sample_colorscale(colorscale, [min(max(share, 0.0), 1.0)])[0]
-
-
-def token_labels(tokens: Sequence[str], positions: Sequence[int] | None = None) -> list[str]:
-    """Unique axis labels 'pos token' (a repeated token would otherwise merge categories)."""
-    positions = range(len(tokens)) if positions is None else positions
-    return [f"{p}: {visible_label(tokens[p])}" for p in positions]
-
-
-def visible_label(token: str) -> str:
-    """A token for a plot label: whitespace made visible, long tokens shortened."""
-    text = (
-        token.replace("\n", "↵").replace("\t", "→").replace(" ", "␣")
-        if token.strip() == ""
-        else (token.replace("\n", "↵").replace("\t", "→"))
-    )
-    return text if len(text) <= 18 else text[:17] + "…"
-
-
-def base_layout(fig: go.Figure, title: str = "", height: int | None = None) -> go.Figure:
-    """Shared look: title, font, margins, white background."""
-    fig.update_layout(
-        title={"text": title, "x": 0.01, "xanchor": "left"} if title else None,
-        font={"family": FONT, "size": 13},
-        margin={"l": 10, "r": 10, "t": 50 if title else 20, "b": 10},
-        plot_bgcolor="white",
-        paper_bgcolor="white",
-        height=height,
-    )
-    return fig
+__all__ = ["base_layout", "sequential_color"]

@@ -7,19 +7,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import plotly.graph_objects as go
 
-from . import base_layout, visible_label
+from ..results.labels import token_label
+from .base import base_layout
 
 if TYPE_CHECKING:
-    from ..attention import AttentionMap, HeadGrid
+    from ..results.attention import AttentionMap, HeadGrid
 
 COLORSCALE = "Blues"
 GAP = 2
 """Empty cells between thumbnails in the grid."""
-
-
-def offset_labels(tokens: list[str], offset: int) -> list[str]:
-    """Unique axis labels 'position: token' where index 0 sits at sequence position ``offset``."""
-    return [f"{i + offset}: {visible_label(token)}" for i, token in enumerate(tokens)]
 
 
 def attention_map_figure(
@@ -30,8 +26,8 @@ def attention_map_figure(
     ``zmax`` caps the colour scale (default: 1 for one head, the largest weight otherwise).
     """
     n_q, n_k = amap.weights.shape
-    queries = offset_labels(amap.query_tokens, amap.query_offset)
-    keys = offset_labels(amap.key_tokens, amap.key_offset)
+    queries = [token_label(t, i + amap.query_offset) for i, t in enumerate(amap.query_tokens)]
+    keys = [token_label(t, i + amap.key_offset) for i, t in enumerate(amap.key_tokens)]
     fig = go.Figure(
         go.Heatmap(
             z=amap.weights,

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import plotly.graph_objects as go
 
-from . import base_layout, token_labels
+from ..results.labels import token_label
+from .base import base_layout
 
 if TYPE_CHECKING:
-    from ..attribution import Saliency
+    from ..results.attribution import Saliency
 
 
 def saliency_heatmap(result: Saliency, title: str | None = None) -> go.Figure:
@@ -28,8 +29,8 @@ def saliency_heatmap(result: Saliency, title: str | None = None) -> go.Figure:
     fig = go.Figure(
         go.Heatmap(
             z=grid,
-            x=token_labels(result.tokens, columns),
-            y=token_labels(result.tokens, result.positions),
+            x=[token_label(result.tokens[p], p) for p in columns],
+            y=[token_label(result.tokens[p], p) for p in result.positions],
             colorscale="RdBu" if signed else "Purples",
             zmid=0 if signed else None,
             zmin=-top if signed else 0,

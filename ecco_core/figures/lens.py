@@ -11,19 +11,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import plotly.graph_objects as go
 
-from . import base_layout, visible_label
+from ..errors import InputError
+from ..results.labels import token_label
+from .base import base_layout
 
 if TYPE_CHECKING:
-    from ..lens import LayerPredictions, Rankings, WatchRankings
+    from ..results.lens import LayerPredictions, Rankings, WatchRankings
 
 RANK_COLORS = "Blues"
 PROB_COLORS = "Purples"
 LAYER_AXIS = "layer (0 = embeddings)"
-
-
-def spaced(token: str) -> str:
-    """A token label with every space shown as ␣ (so ' are' and 'are' look different)."""
-    return visible_label(token.replace(" ", "␣"))
 
 
 def compact_rank(rank: int) -> str:
@@ -69,7 +66,7 @@ def layer_predictions_figure(pred: LayerPredictions, title: str | None = None) -
             z=pred.probs,
             x=np.arange(1, k + 1),
             y=np.arange(n_layers),
-            text=[[visible_label(t) for t in row] for row in pred.tokens],
+            text=[[token_label(t) for t in row] for row in pred.tokens],
             texttemplate="%{text}",
             textfont={"size": 11},
             customdata=custom,
@@ -93,9 +90,12 @@ def layer_predictions_figure(pred: LayerPredictions, title: str | None = None) -
             line={"color": "#e8590c", "width": 2},
         )
     target = (
-        f" → actual ‘{spaced(pred.target_token)}’ (outlined)" if pred.target_id >= 0 else " → the next token"
+        f" → actual ‘{token_label(pred.target_token, spaces=True)}’ (outlined)"
+        if pred.target_id >= 0
+        else " → the next token"
     )
-    default = f"Predictions after ‘{spaced(pred.context_token)}’ at position {pred.position - 1}{target}"
+    context = token_label(pred.context_token, spaces=True)
+    default = f"Predictions after ‘{context}’ at position {pred.position - 1}{target}"
     fig.update_xaxes(title={"text": "top predictions, most likely first"}, tickvals=list(range(1, k + 1)))
     fig.update_yaxes(**_layer_axis(pred.layers))
     return base_layout(fig, title if title is not None else default, _rows_height(n_layers))
@@ -123,7 +123,7 @@ def rankings_figure(rankings: Rankings, title: str | None = None) -> go.Figure:
     prompt_end = int(np.searchsorted(rankings.positions, rankings.n_input_tokens))
     if 0 < prompt_end < n_pos:
         fig.add_vline(x=prompt_end - 0.5, line={"color": "#e8590c", "width": 2, "dash": "dot"})
-    labels = [f"{p}: {visible_label(str(t))}" for p, t in zip(rankings.positions, rankings.tokens)]
+    labels = [token_label(str(t), p) for p, t in zip(rankings.positions, rankings.tokens)]
     step = max(1, int(np.ceil(n_pos / 60)))
     fig.update_xaxes(
         title={"text": "token that came next (position: token)"},
@@ -162,7 +162,7 @@ def watch_heatmap_figure(watch: WatchRankings, title: str | None = None) -> go.F
     custom = np.stack([predicted, np.char.mod("%.2e", watch.probs.astype(float))], -1)
     fig = go.Figure(
         go.Heatmap(
-            x=[spaced(str(t)) for t in watch.watch_tokens],
+            x=[token_label(str(t), spaces=True) for t in watch.watch_tokens],
             y=np.arange(n_layers),
             customdata=custom,
             hovertemplate="%{x} ranks <b>%{text}</b> (p=%{customdata[1]})<br>"
@@ -186,9 +186,10 @@ def watch_lines_figure(watch: WatchRankings, title: str | None = None) -> go.Fig
                 x=watch.layers,
                 y=watch.ranks[:, j],
                 mode="lines+markers",
-                name=spaced(str(token)),
+                name=token_label(str(token), spaces=True),
                 customdata=watch.probs[:, j],
-                hovertemplate=f"{spaced(str(token))}: layer %{{x}}, rank %{{y}} (p=%{{customdata:.2e}})"
+                hovertemplate=f"{token_label(str(token), spaces=True)}: layer %{{x}}, rank %{{y}} "
+                "(p=%{customdata:.2e})"
                 "<extra></extra>",
             )
         )
@@ -204,3 +205,10 @@ def watch_lines_figure(watch: WatchRankings, title: str | None = None) -> go.Fig
     fig.update_layout(legend={"title": {"text": "watched token"}}, hovermode="x unified")
     default = f"Rank by layer at position {watch.position}"
     return base_layout(fig, title if title is not None else default, 420)
+
+
+def watch_figure(watch: WatchRankings, kind: str = "heatmap", **kwargs) -> go.Figure:
+    """``kind='heatmap'``: layers x candidates; ``kind='lines'``: rank by layer, rank 1 on top."""
+    if kind not in ("heatmap", "lines"):
+        raise InputError(f"kind must be 'heatmap' or 'lines', not {kind!r}.")
+    return (watch_heatmap_figure if kind == "heatmap" else watch_lines_figure)(watch, **kwargs)

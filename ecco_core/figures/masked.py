@@ -7,16 +7,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 import plotly.graph_objects as go
 
-from . import base_layout, visible_label
+from ..results.labels import token_label
+from .base import base_layout
 
 if TYPE_CHECKING:
-    from ..masked import MaskedPredictions
+    from ..results.masked import MaskedPredictions
 
 
 def masked_predictions_figure(result: MaskedPredictions) -> go.Figure:
     """Heatmap of probabilities (layer x rank) with the predicted tokens written in the cells."""
     n_layers, k = result.probs.shape
-    text = np.array([[visible_label(t) for t in row] for row in result.tokens], dtype=object)
+    text = np.array([[token_label(t) for t in row] for row in result.tokens], dtype=object)
     fig = go.Figure(
         go.Heatmap(
             z=result.probs,
@@ -31,7 +32,7 @@ def masked_predictions_figure(result: MaskedPredictions) -> go.Figure:
             hovertemplate="%{y}, rank %{x}<br>%{text}: %{z:.3f}<extra></extra>",
         )
     )
-    title = f"Predictions at position {result.position} ({visible_label(result.token.strip())})"
+    title = f"Predictions at position {result.position} ({token_label(result.token.strip())})"
     base_layout(fig, title, 90 + 28 * n_layers)
     fig.update_yaxes(autorange="reversed")
     return fig

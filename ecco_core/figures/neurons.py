@@ -10,11 +10,12 @@ import plotly.graph_objects as go
 from plotly.colors import hex_to_rgb, qualitative, unlabel_rgb
 from plotly.subplots import make_subplots
 
-from . import base_layout, token_labels
+from ..results.labels import token_label
+from .base import base_layout
 
 if TYPE_CHECKING:
-    from ..neurons import Factorization, NeuronTrace, TopNeurons
-    from ..similarity import LayerSimilarity
+    from ..results.neurons import Factorization, NeuronTrace, TopNeurons
+    from ..results.similarity import LayerSimilarity
 
 FACTOR_COLORS = [
     *qualitative.D3,
@@ -35,7 +36,7 @@ def factor_names(n_factors: int, method: str = "nmf") -> list[str]:
 
 def factor_heatmap(result: Factorization) -> go.Figure:
     """Factor x position heatmap of ``result.components`` (diverging around 0 for PCA)."""
-    labels = token_labels(result.tokens, result.positions.tolist())
+    labels = [token_label(result.tokens[p], p) for p in result.positions.tolist()]
     names = factor_names(result.n_factors, result.method)
     signed = result.signed
     limit = float(np.abs(result.components).max()) or 1.0
@@ -61,7 +62,7 @@ def factor_sparklines(result: Factorization, selected: int | None = None) -> go.
     """One small line per factor across the chosen positions; ``selected`` drawn bold, others faded."""
     n = result.n_factors
     names = factor_names(n, result.method)
-    labels = token_labels(result.tokens, result.positions.tolist())
+    labels = [token_label(result.tokens[p], p) for p in result.positions.tolist()]
     fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=0.012)
     for f in range(n):
         faded = selected is not None and f != selected
@@ -148,7 +149,7 @@ def neuron_trace_figure(trace: NeuronTrace) -> go.Figure:
 
     A dotted line marks where the generated tokens start.
     """
-    labels = token_labels(trace.tokens)
+    labels = [token_label(t, p) for p, t in enumerate(trace.tokens)]
     colors = np.where(trace.values >= 0, "#6a51a3", "#e6550d").tolist()
     fig = go.Figure(
         go.Bar(x=labels, y=trace.values, marker_color=colors, hovertemplate="%{x}: %{y:.4g}<extra></extra>")

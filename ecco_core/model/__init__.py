@@ -1,0 +1,1 @@
+"""The model layer: weights, architecture parts, the capture forward, generation, loading."""
