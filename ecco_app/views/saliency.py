@@ -14,7 +14,7 @@ TARGETS = {
     "contrast_prob": "Probability difference vs a foil",
 }
 BACKENDS = {"hand-written": "the hand-written backward", "autograd": "PyTorch autograd"}
-IG_STEPS = 12  # adaptive rule: ~1.7% completeness error in ~1.35 G on the embedded model
+IG_STEPS = 12  # with the adaptive rule (make bench records its completeness error and time)
 
 st.header("✨ Saliency")
 widgets.intro(

@@ -102,14 +102,23 @@ def watch_token_ids(tokenizer, watch: int | str | Sequence[int | str], vocab_siz
     return np.asarray(ids, dtype=np.int64)
 
 
-def one_token_id(tokenizer, item: int | str, vocab_size: int) -> int:
+def one_token_id(tokenizer, item: int | str, vocab_size: int, role: str = "watch") -> int:
+    """The id of one token given as an id or a string (``role`` 'watch' or 'foil' words the errors).
+
+    Raises:
+        TokenError: an id outside the vocabulary, an empty or unknown string, or a string that is
+            several tokens (the message shows its pieces and a one-token variant).
+    """
+    what = "The foil" if role == "foil" else "Token"
     if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
         if not 0 <= int(item) < vocab_size:
-            raise TokenError(f"Token id {item} is not in the vocabulary (0 .. {vocab_size - 1}).")
+            raise TokenError(f"{what} id {item} is not in the vocabulary (0 .. {vocab_size - 1}).")
         return int(item)
     if not isinstance(item, str):
-        raise TokenError(f"Watch tokens must be strings or token ids, not {item!r}.")
+        raise TokenError(f"{what}s must be strings or token ids, not {item!r}.")
     if item == "":
+        if role == "foil":
+            raise TokenError("The foil is empty: type the token the model did not choose, e.g. ' is'.")
         raise TokenError('An empty string is not a token: type a word such as " are".')
     ids = tokenizer.encode(item, add_special_tokens=False)
     if len(ids) == 1:
@@ -119,11 +128,13 @@ def one_token_id(tokenizer, item: int | str, vocab_size: int) -> int:
         return int(ids[0])
     if not ids:
         raise TokenError(f"{item!r} gives no token with this tokenizer.")
-    pieces = " + ".join(repr(tokenizer.decode([i])) for i in ids)
-    raise TokenError(
-        f"{item!r} is {len(ids)} tokens for this model ({pieces}); watch one token at a time."
-        + _one_token_hint(tokenizer, item)
-    )
+    pieces = [tokenizer.decode([i]) for i in ids]
+    if role == "foil":
+        head = f"The foil {item!r} is {len(ids)} tokens {pieces}; a foil must be one token."
+    else:
+        joined = " + ".join(map(repr, pieces))
+        head = f"{item!r} is {len(ids)} tokens for this model ({joined}); watch one token at a time."
+    raise TokenError(head + _one_token_hint(tokenizer, item))
 
 
 def _one_token_hint(tokenizer, item: str) -> str:

@@ -35,9 +35,9 @@ MAX_TOPK = 50
 EAGER_TOPK = 10
 """Top-k kept on the first projection of a position; a view asking for more re-projects it."""
 CHUNK_ROWS = 1024
-"""(layer x position) rows projected together: one pass over the unembedding weight per chunk.
-All rows of a 20-token run (31 layers x 20 positions) in one chunk take 0.17 s against 0.21 s in
-chunks of 256 (the weight is read once, and the per-block reductions run on fewer, larger calls)."""
+"""(layer x position) rows projected together: one pass over the unembedding weight per chunk,
+so a typical run's rows share one read of the weight and the per-block reductions run on fewer,
+larger calls (``make bench`` times it)."""
 VOCAB_BLOCK = 2048
 """Vocabulary columns per matmul: memory stays at CHUNK_ROWS x VOCAB_BLOCK floats."""
 MIN_BLOCKED_ROWS = 128

@@ -76,26 +76,10 @@ class MethodScores:
 
 
 def foil_id(lm: LanguageModel, foil: int | str) -> int:
-    """The one token id of a foil given as an id or a string.
-
-    Raises:
-        TokenError: empty, out of the vocabulary, or several tokens (the pieces are shown).
-    """
-    vocab = lm.model.get_input_embeddings().num_embeddings
-    if isinstance(foil, (int, np.integer)) and not isinstance(foil, bool):
-        if not 0 <= int(foil) < vocab:
-            raise TokenError(f"Foil id {foil} is outside the vocabulary 0..{vocab - 1}.")
-        return int(foil)
-    if not isinstance(foil, str) or foil == "":
-        raise TokenError("The foil is empty: type the token the model did not choose, e.g. ' is'.")
-    ids = lm.tokenizer(foil, add_special_tokens=False).input_ids
-    if len(ids) != 1:
-        pieces = [lm.tokenizer.decode([i]) for i in ids]
-        raise TokenError(
-            f"The foil {foil!r} is {len(ids)} tokens {pieces}; a foil must be one token. "
-            f"Try {pieces[0]!r} (mind the leading space)."
-        )
-    return int(ids[0])
+    """The one token id of a foil given as an id or a string (``checks.one_token_id``)."""
+    return checks.one_token_id(
+        lm.tokenizer, foil, lm.model.get_input_embeddings().num_embeddings, role="foil"
+    )
 
 
 def _check_settings(target: str, foil, n_steps: int, baseline: str, rule: str) -> None:
