@@ -33,7 +33,12 @@ CHROMIUM_ARGS = [
 MAIN = '[data-testid="stMain"]'
 VIEW = ", ".join(f'{MAIN} [data-stale="false"] {kind}' for kind in (".js-plotly-plot", ".tok"))
 BUSY = ", ".join(
-    f'[data-testid="{testid}"]' for testid in ("stStatusWidget", "stStatusWidgetRunningIcon", "stSpinner")
+    [f'[data-testid="{testid}"]' for testid in ("stStatusWidget", "stStatusWidgetRunningIcon", "stSpinner")]
+    # The app root mirrors the script's run state at once; the status widget shows only after 0.5 s.
+    + [
+        f'[data-testid="stApp"][data-test-script-state="{state}"]'
+        for state in ("initial", "running", "rerunRequested", "stopRequested")
+    ]
 )
 ERROR_ALERT = '[data-testid="stMain"] [data-testid="stAlertContentError"]'
 EXCEPTION = '[data-testid="stException"]'
@@ -125,8 +130,9 @@ def launch(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
-def wait_idle(page, timeout: float = 240, settle: float = 1.0) -> None:
-    """Wait until the script has finished: no running indicator and no stale elements for ``settle`` s."""
+def wait_idle(page, timeout: float = 240, settle: float = 0.3) -> None:
+    """Wait until the script has finished: not running, no running indicator and no stale elements
+    for ``settle`` s (the run state on the app root flips at once, so a short settle is enough)."""
     deadline = time.monotonic() + timeout
     quiet_since = None
     while time.monotonic() < deadline:
@@ -137,7 +143,7 @@ def wait_idle(page, timeout: float = 240, settle: float = 1.0) -> None:
             quiet_since = time.monotonic()
         elif time.monotonic() - quiet_since >= settle:
             return
-        time.sleep(0.2)
+        time.sleep(0.1)
     raise AssertionError(f"the app was still running after {timeout:.0f} s")
 
 
@@ -166,6 +172,20 @@ def type_prompt(page, text: str, attempts: int = 3) -> None:
         if box.count() == 1 and box.input_value() == text:
             return
     raise AssertionError(f"the prompt box did not keep the typed text: {box.all_inner_texts()}")
+
+
+def set_tokens_to_generate(page, n: int) -> None:
+    """Open the sidebar's generation settings and set "Tokens to generate" to ``n``."""
+    box = page.locator('input[aria-label="Tokens to generate"]')
+    if not box.is_visible():
+        page.locator('[data-testid="stSidebar"]').get_by_text("Generation settings").click()
+        box.wait_for(state="visible", timeout=30_000)
+    box.fill(str(n))
+    box.press("Enter")
+    time.sleep(0.5)
+    wait_idle(page)
+    if box.input_value() != str(n):
+        raise AssertionError(f"Tokens to generate shows {box.input_value()!r}, not {n}")
 
 
 def click_run(page) -> None:

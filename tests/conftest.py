@@ -16,6 +16,20 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 EU_PROMPT = "The countries of the European Union are:\n1. Austria\n2. Belgium\n3. Bulgaria\n4."
 
 
+def pytest_collection_finish(session):
+    """Start the cold-cache conversion in the background when its test will run (tests/cold_cache.py)."""
+    from tests import cold_cache
+
+    if not session.config.option.collectonly and any(i.name == cold_cache.TEST_NAME for i in session.items):
+        cold_cache.start_early()
+
+
+def pytest_sessionfinish(session):
+    from tests import cold_cache
+
+    cold_cache.close_early()
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """A tiny random Llama-style LM (3 layers, d_model 32, character tokenizer)."""

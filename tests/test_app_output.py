@@ -23,16 +23,23 @@ def test_main_page_invites_a_run_first():
     assert any("press **Run**" in i.value for i in at.info)
 
 
-def test_main_page_shows_the_continuation():
-    at = run_app(EU_PROMPT)
+@pytest.fixture(scope="module")
+def eu_app():
+    """One session with the EU run (5 tokens): read by the next test, then given a bad prompt."""
+    return run_app(EU_PROMPT)
+
+
+def test_main_page_shows_the_continuation(eu_app):
+    at = eu_app
     assert not at.exception
     assert any(" Croatia" in c.value for c in at.code)
     html = " ".join(m.value for m in at.markdown)
     assert "out-marker" in html and "Croatia" in html
 
 
-def test_bad_prompt_shows_an_error_and_keeps_the_last_result():
-    at = run_app(EU_PROMPT)
+def test_bad_prompt_shows_an_error_and_keeps_the_last_result(eu_app):
+    at = eu_app
+    assert any(" Croatia" in c.value for c in at.code) and not at.error  # the good run to keep
     at.text_area(key="prompt").set_value("   ")
     at.button(key="run").click()
     at.run()

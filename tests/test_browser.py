@@ -24,6 +24,7 @@ from tests.browser_support import (
     require_browser,
     running_app,
     screenshot,
+    set_tokens_to_generate,
     type_prompt,
     wait_idle,
 )
@@ -34,6 +35,9 @@ PROMPT = "The keys to the cabinet"
 PAYLOADS = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "</div>", "{{ 7*7 }}"]
 FLAG_PAYLOADS = ["<script>window.__ecco_pwned=1</script>", '<img src=x onerror="window.__ecco_pwned=1">']
 INJECTION_PROMPT = "Say " + " and ".join(PAYLOADS + FLAG_PAYLOADS) + " now"
+# The payloads are in the prompt; the model writes plain text after it ('.', '\n', 'The above code'),
+# so a few generated tokens give every page its output part without 20 tokens' worth of views.
+INJECTION_GENERATE = 3
 
 
 @pytest.fixture(scope="module")
@@ -57,24 +61,48 @@ def slug(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 
 
-def test_first_visit_runs_the_example_prompt_as_is(browser, app_url):
-    """The first session of a fresh server: the example prompt is in the box and Run works untouched.
+@pytest.fixture(scope="module")
+def first_visit(browser, app_url):
+    """The server's first session: the prompt box as first shown, then Run pressed untouched.
 
-    (Streamlit's first run with a pages/ folder used to empty the box and interrupt the Run.)
-    Must stay the first test of this module: it needs the server's first session.
+    Yields (page, the box's text before Run). Requested first by the first test of this module.
     """
-    from ecco_app.state import EXAMPLES
-
     page = open_app(browser, app_url)
     try:
         wait_idle(page)
-        box = page.locator('textarea[aria-label="Prompt"]')
-        assert box.input_value() == next(iter(EXAMPLES.values()))
+        shown = page.locator('textarea[aria-label="Prompt"]').input_value()
         click_run(page)
         page.wait_for_selector(VIEW, timeout=120_000)
-        assert "Croatia" in main_text(page)
+        yield page, shown
     finally:
         page.close()
+
+
+def test_first_visit_runs_the_example_prompt_as_is(first_visit):
+    """The first session of a fresh server: the example prompt is in the box and Run works untouched.
+
+    (Streamlit's first run with a pages/ folder used to empty the box and interrupt the Run.)
+    Must stay the first test of this module: its fixture needs the server's first session.
+    """
+    from ecco_app.state import EXAMPLES
+
+    page, shown = first_visit
+    assert shown == next(iter(EXAMPLES.values()))
+    assert "Croatia" in main_text(page)
+
+
+def test_bad_prompt_shows_one_line_and_keeps_the_last_result(first_visit):
+    """On the first visit's session, after its good run: an empty prompt shows one line, the run stays."""
+    page, _ = first_visit
+    assert "Croatia" in main_text(page)  # the good run this test must keep
+    type_prompt(page, "   ")
+    click_run(page)
+    errors = page.locator(ERROR_ALERT).all_inner_texts()
+    screenshot(page, "bad-prompt")
+    assert len(errors) == 1 and "prompt is empty" in errors[0] and "\n" not in errors[0].strip()
+    assert "Croatia" in main_text(page)  # the last good run is still on screen
+    assert page.locator(VIEW).count() > 0
+    wait_idle(page)
 
 
 def test_every_page_draws_after_a_run(browser, app_url):
@@ -110,6 +138,7 @@ def test_injection_payloads_show_as_text_and_never_run(browser, app_url):
 
     page.on("dialog", on_dialog)
     try:
+        set_tokens_to_generate(page, INJECTION_GENERATE)
         type_prompt(page, INJECTION_PROMPT)
         click_run(page)
         page.wait_for_selector(VIEW, timeout=120_000)
@@ -140,21 +169,3 @@ def _executed(page) -> bool:
             if "detached" not in str(error).lower():
                 raise
     return False
-
-
-def test_bad_prompt_shows_one_line_and_keeps_the_last_result(browser, app_url):
-    page = open_app(browser, app_url)
-    try:
-        type_prompt(page, PROMPT)
-        click_run(page)
-        page.wait_for_selector(VIEW, timeout=120_000)
-        type_prompt(page, "   ")
-        click_run(page)
-        errors = page.locator(ERROR_ALERT).all_inner_texts()
-        screenshot(page, "bad-prompt")
-        assert len(errors) == 1 and "prompt is empty" in errors[0] and "\n" not in errors[0].strip()
-        assert "cabinet" in main_text(page)  # the last good run is still on screen
-        assert page.locator(VIEW).count() > 0
-        wait_idle(page)
-    finally:
-        page.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests import cold_cache
 from tests.conftest import EU_PROMPT
 
 pytestmark = pytest.mark.embedded
@@ -51,19 +51,20 @@ def test_text_and_ids_give_the_same_capture(smol):
     np.testing.assert_array_equal(a.hidden_states, b.hidden_states)
 
 
-def test_a_cold_cache_converts_once_and_every_process_gets_the_same_model(smol, tmp_path):
+@pytest.fixture
+def cold_run():
+    """The converting process and the one after it, started at collection by conftest.py (or now)."""
+    run = cold_cache.take()
+    yield run
+    run.close()
+
+
+def test_a_cold_cache_converts_once_and_every_process_gets_the_same_model(smol, cold_run):
     """The process that converts the GGUF and the ones that read the cache run the same class."""
-    code = (
-        "import ecco_core; lm = ecco_core.from_pretrained(device='cpu'); "
-        "print(type(lm.model).__name__, lm.source, lm.generate('2, 4, 6,', generate=3).output_text.strip())"
-    )
-    env = {**os.environ, "ECCO_CACHE_DIR": str(tmp_path)}
     runs = []
-    for _ in range(2):
-        cmd = [sys.executable, "-c", code]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-        assert out.returncode == 0, out.stderr[-2000:]
-        runs.append(out.stdout.strip().splitlines()[-1].split(" ", 2))
-    native = "LlamaForCausalLM"
-    assert [r[:2] for r in runs] == [[native, "gguf"], [native, "disk-cache"]]
+    for code, stdout, stderr in cold_run.results(timeout=1200):
+        assert code == 0, stderr[-2000:]
+        runs.append(stdout.strip().splitlines()[-1].split(" ", 2))
+    model_class = "LlamaForCausalLM"
+    assert [r[:2] for r in runs] == [[model_class, "gguf"], [model_class, "disk-cache"]]
     assert runs[0][2] == runs[1][2] == smol.generate("2, 4, 6,", generate=3).output_text.strip()

@@ -583,18 +583,27 @@ CAUSAL_PAGES = [
 ]
 
 
-@pytest.mark.embedded
-@pytest.mark.parametrize("page", CAUSAL_PAGES)
-def test_causal_only_page_explains_a_masked_lm(page):
-    if not (ROOT / page).exists():
-        pytest.skip(f"{page} does not exist yet")
-    from tests.app_helpers import new_app, open_page, run_prompt
+@pytest.fixture(scope="module")
+def app_with_an_encoder_run():
+    """One session with a run of the embedded encoder (a masked LM); each test opens a page of it."""
+    from tests.app_helpers import new_app, run_prompt
 
     encoder = next(
         label for label, value in ecco_core_choices().items() if value == ecco_core.EMBEDDED_ENCODER
     )
     at = run_prompt(new_app(), "The keys to the cabinet", n_generate=0, model_label=encoder)
-    open_page(at, page)
+    assert not at.exception and not at.error and at.session_state["seq"].model_type == "mlm"
+    return at
+
+
+@pytest.mark.embedded
+@pytest.mark.parametrize("page", CAUSAL_PAGES)
+def test_causal_only_page_explains_a_masked_lm(app_with_an_encoder_run, page):
+    if not (ROOT / page).exists():
+        pytest.skip(f"{page} does not exist yet")
+    from tests.app_helpers import open_page
+
+    at = open_page(app_with_an_encoder_run, page)
     assert not at.exception
     shown = " ".join(m.value for m in [*at.error, *at.warning, *at.info])
     assert "masked" in shown.lower() or "causal" in shown.lower(), shown
