@@ -40,8 +40,8 @@ class Saliency(Drawable):
     quadrature: str | None = None
     style: str = "minimal"
     backend: str | None = None
-    """What computed the gradients: "hand-written" (``fast_grad``) or "autograd"; None for
-    methods without gradients (erasure, attention)."""
+    """What computed the gradients: "hand-written" (``analysis.attribution.hand_written``) or
+    "autograd"; None for methods without gradients (erasure, attention)."""
 
     @property
     def completeness_gap(self) -> np.ndarray | None:

@@ -140,31 +140,43 @@ def _linear(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.linear(x, module.weight.to(x.dtype), bias)
 
 
+def rope_tables(plan: LlamaPlan, n: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L, D) cos and sin of positions 0 .. n - 1 in the dtype of ``like``."""
+    cos, sin = _rope(plan, n, like.device)
+    return cos.to(like.dtype), sin.to(like.dtype)
+
+
+def block_forward(plan: LlamaPlan, block, h: torch.Tensor, cos, sin) -> tuple[torch.Tensor, _Saved]:
+    """One decoder block on the residual stream ``h`` (L, d), in its dtype: the new stream and
+    what the block's backward needs."""
+    n, groups = h.shape[0], plan.n_heads // plan.n_kv_heads
+    attn, mlp = block.self_attn, block.mlp
+    x_in, r_in = _norm(h, block.input_layernorm)
+    x = block.input_layernorm.weight.to(h.dtype) * x_in
+    q = _linear(attn.q_proj, x).view(n, plan.n_heads, plan.head_dim).transpose(0, 1)
+    k = _linear(attn.k_proj, x).view(n, plan.n_kv_heads, plan.head_dim).transpose(0, 1)
+    v = _linear(attn.v_proj, x).view(n, plan.n_kv_heads, plan.head_dim).transpose(0, 1)
+    q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+    probs = _attention_probs(q, k, groups)
+    mixed = probs @ v.repeat_interleave(groups, 0)  # (H, L, D)
+    h = h + _linear(attn.o_proj, mixed.transpose(0, 1).reshape(n, -1))
+    x_mid, r_mid = _norm(h, block.post_attention_layernorm)
+    x = block.post_attention_layernorm.weight.to(h.dtype) * x_mid
+    gate, up = _linear(mlp.gate_proj, x), _linear(mlp.up_proj, x)
+    sig = torch.sigmoid(gate)
+    silu = gate * sig
+    h = h + _linear(mlp.down_proj, silu * up)
+    return h, _Saved(x_in, r_in, q, k, v, x_mid, r_mid, silu, up * sig * (1 + gate * (1 - sig)))
+
+
 def forward(plan: LlamaPlan, embeds: torch.Tensor) -> tuple[torch.Tensor, list[_Saved]]:
     """The residual stream after the last block, (L, d), and what each layer's backward needs
     (computed in the dtype of ``embeds``)."""
-    n = embeds.shape[0]
-    cos, sin = (t.to(embeds.dtype) for t in _rope(plan, n, embeds.device))
-    groups = plan.n_heads // plan.n_kv_heads
+    cos, sin = rope_tables(plan, embeds.shape[0], embeds)
     h, saved = embeds, []
     for block in plan.layers:
-        attn, mlp = block.self_attn, block.mlp
-        x_in, r_in = _norm(h, block.input_layernorm)
-        x = block.input_layernorm.weight.to(h.dtype) * x_in
-        q = _linear(attn.q_proj, x).view(n, plan.n_heads, plan.head_dim).transpose(0, 1)
-        k = _linear(attn.k_proj, x).view(n, plan.n_kv_heads, plan.head_dim).transpose(0, 1)
-        v = _linear(attn.v_proj, x).view(n, plan.n_kv_heads, plan.head_dim).transpose(0, 1)
-        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
-        probs = _attention_probs(q, k, groups)
-        mixed = probs @ v.repeat_interleave(groups, 0)  # (H, L, D)
-        h = h + _linear(attn.o_proj, mixed.transpose(0, 1).reshape(n, -1))
-        x_mid, r_mid = _norm(h, block.post_attention_layernorm)
-        x = block.post_attention_layernorm.weight.to(h.dtype) * x_mid
-        gate, up = _linear(mlp.gate_proj, x), _linear(mlp.up_proj, x)
-        sig = torch.sigmoid(gate)
-        silu = gate * sig
-        h = h + _linear(mlp.down_proj, silu * up)
-        saved.append(_Saved(x_in, r_in, q, k, v, x_mid, r_mid, silu, up * sig * (1 + gate * (1 - sig))))
+        h, block_saved = block_forward(plan, block, h, cos, sin)
+        saved.append(block_saved)
     return h, saved
 
 

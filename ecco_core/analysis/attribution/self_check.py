@@ -82,18 +82,44 @@ def check(plan: hand_written.LlamaPlan) -> CheckResult:
     with torch.no_grad():
         model_logits = lm.model(inputs_embeds=embeds[None], use_cache=False).logits[0, positions - 1]
     own_logits, _, fast = hand_written.logits_values_gradients(plan, embeds, positions, target)
-    with torch.enable_grad():
-        leaf = embeds.double().requires_grad_(True)
-        hidden, _ = hand_written.forward(plan, leaf[: int(positions.max())])
-        normed, logits64 = hand_written.read_out(plan, hidden[positions - 1])
-        _, g_logits = target.values_and_gradients(logits64)  # (3, vocab) float64
-        g_normed = unembedding_vjp(lm.arch.unembedding, g_logits * mix[:, None].double())
-        (reference,) = torch.autograd.grad(normed, leaf, g_normed)
+    reference = _float64_gradient(plan, embeds, positions, target, mix)  # (L, d)
+    fast = torch.einsum("t,tpd->pd", mix, fast)[: reference.shape[0]].double()
     return CheckResult(
         logit_error=_relative_error(own_logits.float(), model_logits.float()),
-        gradient_error=_relative_error(torch.einsum("t,tpd->pd", mix, fast).double(), reference),
+        gradient_error=_relative_error(fast, reference),
         tolerance=float32_tolerance(len(plan.layers)),
     )
+
+
+def _float64_gradient(
+    plan, embeds: torch.Tensor, positions: torch.Tensor, target: Target, mix
+) -> torch.Tensor:
+    """(L, d) float64 d (mix . target values) / d embeds, for the rows the targets read.
+
+    Autograd through the hand-written forward in float64, one block at a time (each block's
+    forward recomputed from its saved input), so only one block's float64 weights exist at once.
+    """
+    h = embeds[: int(positions.max())].double()  # (L, d)
+    cos, sin = hand_written.rope_tables(plan, h.shape[0], h)
+    inputs = []
+    with torch.no_grad():
+        for block in plan.layers:
+            inputs.append(h)
+            h, _ = hand_written.block_forward(plan, block, h, cos, sin)
+    with torch.enable_grad():
+        rows = h[positions - 1].requires_grad_(True)  # (3, d)
+        normed, logits = hand_written.read_out(plan, rows)
+        _, g_logits = target.values_and_gradients(logits)  # (3, vocab) float64
+        g_normed = unembedding_vjp(plan.lm.arch.unembedding, g_logits * mix[:, None].double())
+        (g_rows,) = torch.autograd.grad(normed, rows, g_normed)
+    grad = torch.zeros_like(h)
+    grad[positions - 1] = g_rows
+    for block, block_input in zip(reversed(plan.layers), reversed(inputs), strict=True):
+        with torch.enable_grad():
+            leaf = block_input.requires_grad_(True)
+            out, _ = hand_written.block_forward(plan, block, leaf, cos, sin)
+            (grad,) = torch.autograd.grad(out, leaf, grad)
+    return grad
 
 
 def self_check(plan: hand_written.LlamaPlan) -> bool:
