@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ROUNDING_STAGES = 16
+ROUNDING_STAGES = 32
 """float32 epsilons of relative error the self-check allows per block (see ``float32_tolerance``)."""
 
 

@@ -2,8 +2,9 @@
 
 Autograd's softmax backward forms ``p_t * (1 - p_t)``; at a confident output (p_t = 0.99995)
 ``1 - p_t`` loses most of its float32 digits, and the whole gradient of that output with it.
-Here ``1 - p_t`` is the sum of the *other* probabilities, each small and exact to float32
-precision, so every output's gradient keeps float32's relative accuracy.
+Here ``1 - p_t`` is the sum of the *other* probabilities, each small and exact, and the softmax
+is normalised in float64 (a 49k-term float32 sum is only as exact as the CPU's summation
+order), so every output's gradient keeps float32's relative accuracy on any CPU.
 
 The map from those logit gradients back onto the unembedding's input, (rows, vocab) @
 (vocab, d_model), is a matmul with very few rows; some CPU kernels accumulate such a product
@@ -50,7 +51,7 @@ class Target:
     def values(self, logits: torch.Tensor) -> torch.Tensor:
         """(..., n, vocab) logits -> (..., n) values (float32, or the logits' dtype if wider)."""
         logits = _at_least_float32(logits)
-        scores = logits.softmax(-1) if self.kind in ("prob", "contrast_prob") else logits
+        scores = _softmax(logits) if self.kind in ("prob", "contrast_prob") else logits
         value = scores.gather(-1, self._ids(logits, self.token_ids))[..., 0]
         if self.kind.startswith("contrast"):
             value = value - scores.gather(-1, self._ids(logits, self.foil_ids))[..., 0]
@@ -66,7 +67,7 @@ class Target:
             if foil is not None:
                 grads.scatter_add_(-1, foil, torch.full_like(foil, -1.0, dtype=logits.dtype))
             return self.values(logits), grads
-        probs = logits.softmax(-1)  # (..., n, vocab)
+        probs = logits.double().softmax(-1)  # (..., n, vocab), normalised in float64
         p_target = probs.gather(-1, target)  # (..., n, 1)
         grads = _softmax_row_gradient(probs, target) * p_target  # d p_t / d logits
         value = p_target[..., 0]
@@ -74,7 +75,13 @@ class Target:
             p_foil = probs.gather(-1, foil)
             grads -= _softmax_row_gradient(probs, foil) * p_foil
             value = value - p_foil[..., 0]
-        return value, grads
+        return value.to(logits.dtype), grads.to(logits.dtype)
+
+
+def _softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Probabilities in the logits' dtype, normalised in float64 (a 49k-term float32 sum is only
+    as exact as the CPU's summation order)."""
+    return logits.double().softmax(-1).to(logits.dtype)
 
 
 def _at_least_float32(logits: torch.Tensor) -> torch.Tensor:
