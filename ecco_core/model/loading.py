@@ -50,18 +50,8 @@ def from_pretrained(
     dtype: str | torch.dtype | None = None,
     lm_class: type[LanguageModel] = LanguageModel,
 ) -> LanguageModel:
-    """Load a model once per process (cached by name, device and dtype) and wrap it in ``lm_class``.
-
-    Args:
-        name_or_path: ``DEFAULT_MODEL`` (embedded SmolLM2-135M-Instruct), ``EMBEDDED_ENCODER``,
-            a local folder, a ``.gguf`` file or a hub id.
-        device: 'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', ...
-        dtype: None (float32), 'float16', 'bfloat16' or a torch dtype.
-
-    Raises:
-        ModelNotFoundError, NoNetworkError, NotALanguageModelError,
-        UnsupportedArchitectureError.
-    """
+    """Load a model once per process (cached by name, device, dtype and ``lm_class``) and wrap
+    it in ``lm_class``; the arguments and errors are those of ``ecco_core.from_pretrained``."""
     name = (name_or_path or DEFAULT_MODEL).strip()
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
