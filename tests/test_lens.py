@@ -89,7 +89,8 @@ def test_rankings_topk_and_watch_match_a_float64_loop(tiny, tiny_seq, lens_mode)
         pred = seq.layer_predictions(position, topk=10, lens=lens_mode)
         watch = seq.rankings_watch(watch_ids, position=position, lens=lens_mode)
         for layer in range(seq.n_layers + 1):
-            logits, bound = exact_logits(tiny, seq.hidden_states[layer, position - 1], lens_mode)
+            read_as = "normed" if layer == seq.n_layers else lens_mode  # the raw lens's last layer too
+            logits, bound = exact_logits(tiny, seq.hidden_states[layer, position - 1], read_as)
             probs = torch.softmax(logits, -1)
             assert_topk_within_ties(pred.token_ids[layer], logits, bound)
             np.testing.assert_allclose(
@@ -110,11 +111,11 @@ def test_rankings_topk_and_watch_match_a_float64_loop(tiny, tiny_seq, lens_mode)
 def test_vocabulary_blocks_and_row_chunks_give_the_float64_ranks(tiny, monkeypatch, block, chunk):
     """Blocks of odd width put each target in a different block than its rivals; ranks, top-k and
     probabilities must not depend on how the vocabulary and rows are cut."""
-    from ecco_core.analysis import lens
+    from ecco_core.analysis import projection
 
-    monkeypatch.setattr(lens, "VOCAB_BLOCK", block)
-    monkeypatch.setattr(lens, "CHUNK_ROWS", chunk)
-    monkeypatch.setattr(lens, "MIN_BLOCKED_ROWS", 0)
+    monkeypatch.setattr(projection, "VOCAB_BLOCK", block)
+    monkeypatch.setattr(projection, "CHUNK_ROWS", chunk)
+    monkeypatch.setattr(projection, "MIN_BLOCKED_ROWS", 0)
     seq = tiny.generate("blocks", generate=5)
     ranked = seq.rankings(include_prompt=True)
     exact_windows = 0

@@ -51,6 +51,10 @@ class Architecture:
     """Factor on the final state before the unembedding (T5 with tied embeddings: d_model**-0.5)."""
     logit_bias: torch.Tensor | None = None
     """(vocab,) bias added to the logits outside the unembedding (BART's final_logits_bias)."""
+    logit_multiplier: float = 1.0
+    """Factor on the logits after the unembedding (Cohere's logit_scale, 1 / Granite's logits_scaling)."""
+    logit_softcap: float | None = None
+    """Gemma 2 / 3's final soft-cap: logits become ``cap * tanh(logits / cap)``."""
 
     @property
     def n_layers(self) -> int:
@@ -151,6 +155,26 @@ def _logit_scale(model: nn.Module) -> float:
     return 1.0
 
 
+def _text_config(model: nn.Module):
+    config = model.config
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def _logit_multiplier(model: nn.Module) -> float:
+    """What the model multiplies its logits by after the unembedding (1.0 for most families)."""
+    config = _text_config(model)
+    scaling = getattr(config, "logits_scaling", None)  # Granite divides
+    if isinstance(scaling, (int, float)) and scaling not in (0, 1):
+        return 1.0 / float(scaling)
+    scale = getattr(model, "logit_scale", None)  # Cohere multiplies (a number on the model)
+    return float(scale) if isinstance(scale, (int, float)) and not isinstance(scale, bool) else 1.0
+
+
+def _logit_softcap(model: nn.Module) -> float | None:
+    cap = getattr(_text_config(model), "final_logit_softcapping", None)
+    return float(cap) if isinstance(cap, (int, float)) and cap > 0 else None
+
+
 def _logit_bias(model: nn.Module) -> torch.Tensor | None:
     bias = getattr(model, "final_logits_bias", None)  # BART, Pegasus, Marian: (1, vocab)
     return bias.reshape(-1) if isinstance(bias, torch.Tensor) else None
@@ -232,6 +256,8 @@ def find_architecture(model: nn.Module) -> Architecture:
         mlm_head=_mlm_head(model),
         logit_scale=_logit_scale(model),
         logit_bias=_logit_bias(model),
+        logit_multiplier=_logit_multiplier(model),
+        logit_softcap=_logit_softcap(model),
     )
 
 
@@ -250,8 +276,9 @@ def _unsupported(config, missing: list[str]) -> UnsupportedArchitectureError:
 
 @dataclass(frozen=True)
 class LinearReadOut:
-    """The read-out from residual states to logits as one matrix: ``logits = prepare(h) @ weight.T
-    + bias``, where ``prepare`` applies the final norm (for the normed lens) and the logit scale."""
+    """The read-out from residual states to logits as one matrix: ``logits = finish(prepare(h) @
+    weight.T + bias)``, where ``prepare`` applies the final norm (for the normed lens) and the
+    scale before the unembedding, and ``finish`` what the model does to its logits after it."""
 
     weight: torch.Tensor
     """(vocab, d_model) the unembedding weight."""
@@ -260,6 +287,8 @@ class LinearReadOut:
     norm: nn.Module | None
     """The final norm, or None for the raw lens (or a model without one)."""
     scale: float = 1.0
+    multiplier: float = 1.0
+    softcap: float | None = None
 
     def prepare(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., d_model) states through the final norm and the scale, in the weight's dtype."""
@@ -268,9 +297,24 @@ class LinearReadOut:
             hidden = self.norm(hidden)
         return hidden * self.scale if self.scale != 1.0 else hidden
 
+    def finish(self, logits: torch.Tensor) -> torch.Tensor:
+        """(..., vocab) unembedding outputs -> the model's logits (multiplier, soft-cap)."""
+        return finish_logits(logits, self.multiplier, self.softcap)
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., d_model) -> (..., vocab) logits."""
-        return nn.functional.linear(self.prepare(hidden), self.weight, self.bias)
+        return self.finish(nn.functional.linear(self.prepare(hidden), self.weight, self.bias))
+
+
+def finish_logits(
+    logits: torch.Tensor, multiplier: float = 1.0, softcap: float | None = None
+) -> torch.Tensor:
+    """What a model does to the unembedding's output: a factor, then a tanh soft-cap."""
+    if multiplier != 1.0:
+        logits = logits * multiplier
+    if softcap is not None:
+        logits = torch.tanh(logits / softcap) * softcap
+    return logits
 
 
 def linear_read_out(arch: Architecture, normed: bool = True) -> LinearReadOut | None:
@@ -283,7 +327,10 @@ def linear_read_out(arch: Architecture, normed: bool = True) -> LinearReadOut | 
     if arch.logit_bias is not None:
         extra = arch.logit_bias.reshape(-1).to(layer.weight.dtype)
         bias = extra if bias is None else bias + extra
-    return LinearReadOut(layer.weight, bias, arch.final_norm if normed else None, arch.logit_scale)
+    norm = arch.final_norm if normed else None
+    return LinearReadOut(
+        layer.weight, bias, norm, arch.logit_scale, arch.logit_multiplier, arch.logit_softcap
+    )
 
 
 def unembed(arch: Architecture, hidden: torch.Tensor, normed: bool = True) -> torch.Tensor:
@@ -306,4 +353,5 @@ def unembed(arch: Architecture, hidden: torch.Tensor, normed: bool = True) -> to
     if normed and arch.final_norm is not None:
         hidden = arch.final_norm(hidden)
     logits = arch.unembedding(hidden * arch.logit_scale if arch.logit_scale != 1.0 else hidden)
-    return logits if arch.logit_bias is None else logits + arch.logit_bias.to(logits.dtype)
+    logits = logits if arch.logit_bias is None else logits + arch.logit_bias.to(logits.dtype)
+    return finish_logits(logits, arch.logit_multiplier, arch.logit_softcap)

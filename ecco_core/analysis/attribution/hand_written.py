@@ -82,6 +82,7 @@ def structure(lm: LanguageModel) -> LlamaPlan | None:
     rotary = getattr(getattr(lm.model, "model", None), "rotary_emb", None)
     arch = lm.arch
     plain_read_out = arch.mlm_head is None and arch.logit_scale == 1.0 and arch.logit_bias is None
+    plain_read_out = plain_read_out and arch.logit_multiplier == 1.0 and arch.logit_softcap is None
     if rotary is None or not plain_read_out or not isinstance(arch.unembedding, torch.nn.Linear):
         return None
     if getattr(arch.final_norm, "weight", None) is None or arch.unembedding.bias is not None:
