@@ -1,6 +1,6 @@
 """The one read-out: what lies between the last block and the logits, for families that do more
-than norm + unembedding (Gemma 2's soft-cap, Cohere's logit scale, Granite's logits scaling), and
-ecco's raw lens, whose last layer reads the model's own output."""
+than norm + unembedding (Gemma 2's soft-cap, Cohere's logit scale, Granite's logits scaling,
+OPT-350m's projection), and ecco's raw lens, whose last layer reads the model's own output."""
 
 from __future__ import annotations
 
@@ -32,6 +32,11 @@ READ_OUTS = {  # family -> (config extras, the attribute the read-out must pick 
         {"logits_scaling": 4.0, "embedding_multiplier": 2.0, "residual_multiplier": 0.5},
         "logit_multiplier",
         0.25,
+    ),
+    "opt": (  # the opt-350m layout: no final norm, project_out 32 -> 16 before the unembedding
+        {"ffn_dim": 64, "word_embed_proj_dim": 16, "do_layer_norm_before": False},
+        "read_out_projection",
+        None,
     ),
 }
 
@@ -76,7 +81,10 @@ def check_last_layer_is_the_model(seq, lens: str) -> None:
 def test_the_last_layer_of_either_lens_is_the_models_own_output(family, lens):
     lm = read_out_lm(family)
     _, attribute, value = READ_OUTS[family]
-    assert getattr(lm.arch, attribute) == pytest.approx(value)
+    if value is None:  # a module: the 350m layout's projection
+        assert getattr(lm.arch, attribute).out_features == 16 and lm.arch.final_norm is None
+    else:
+        assert getattr(lm.arch, attribute) == pytest.approx(value)
     check_last_layer_is_the_model(lm("hello world"), lens)
 
 

@@ -51,6 +51,9 @@ class Architecture:
     """Factor on the final state before the unembedding (T5 with tied embeddings: d_model**-0.5)."""
     logit_bias: torch.Tensor | None = None
     """(vocab,) bias added to the logits outside the unembedding (BART's final_logits_bias)."""
+    read_out_projection: nn.Module | None = None
+    """A linear map from the last block's width to the unembedding's, after the final norm
+    (OPT-350m's ``project_out``: 1024 -> 512)."""
     logit_multiplier: float = 1.0
     """Factor on the logits after the unembedding (Cohere's logit_scale, 1 / Granite's logits_scaling)."""
     logit_softcap: float | None = None
@@ -198,6 +201,13 @@ def _final_norm(model: nn.Module, blocks_name: str) -> nn.Module | None:
     return candidates[-1] if candidates else None
 
 
+def _read_out_projection(model: nn.Module, blocks_name: str) -> nn.Module | None:
+    """The ``project_out`` linear beside the block list (OPT with word_embed_proj_dim != hidden_size)."""
+    parent = model.get_submodule(blocks_name.rpartition(".")[0])
+    projection = getattr(parent, "project_out", None)
+    return projection if isinstance(projection, nn.Linear) else None
+
+
 def _stack_parts(model: nn.Module, name: str, blocks: nn.ModuleList):
     ffn = tuple(_ffn_site(b) for b in blocks)
     attn = tuple(_attention(b) for b in blocks)
@@ -256,6 +266,7 @@ def find_architecture(model: nn.Module) -> Architecture:
         mlm_head=_mlm_head(model),
         logit_scale=_logit_scale(model),
         logit_bias=_logit_bias(model),
+        read_out_projection=_read_out_projection(model, blocks_name),
         logit_multiplier=_logit_multiplier(model),
         logit_softcap=_logit_softcap(model),
     )
@@ -286,6 +297,8 @@ class LinearReadOut:
     """(vocab,) the unembedding's bias plus the model's logit bias, or None."""
     norm: nn.Module | None
     """The final norm, or None for the raw lens (or a model without one)."""
+    projection: nn.Module | None = None
+    """A linear map to the unembedding's width after the norm (OPT-350m), in both lens modes."""
     scale: float = 1.0
     multiplier: float = 1.0
     softcap: float | None = None
@@ -295,6 +308,8 @@ class LinearReadOut:
         hidden = hidden.to(self.weight.device, self.weight.dtype)
         if self.norm is not None:
             hidden = self.norm(hidden)
+        if self.projection is not None:
+            hidden = self.projection(hidden)
         return hidden * self.scale if self.scale != 1.0 else hidden
 
     def finish(self, logits: torch.Tensor) -> torch.Tensor:
@@ -328,8 +343,9 @@ def linear_read_out(arch: Architecture, normed: bool = True) -> LinearReadOut | 
         extra = arch.logit_bias.reshape(-1).to(layer.weight.dtype)
         bias = extra if bias is None else bias + extra
     norm = arch.final_norm if normed else None
+    projection, scale = arch.read_out_projection, arch.logit_scale
     return LinearReadOut(
-        layer.weight, bias, norm, arch.logit_scale, arch.logit_multiplier, arch.logit_softcap
+        layer.weight, bias, norm, projection, scale, arch.logit_multiplier, arch.logit_softcap
     )
 
 
@@ -352,6 +368,8 @@ def unembed(arch: Architecture, hidden: torch.Tensor, normed: bool = True) -> to
         return arch.mlm_head(hidden)
     if normed and arch.final_norm is not None:
         hidden = arch.final_norm(hidden)
+    if arch.read_out_projection is not None:
+        hidden = arch.read_out_projection(hidden)
     logits = arch.unembedding(hidden * arch.logit_scale if arch.logit_scale != 1.0 else hidden)
     logits = logits if arch.logit_bias is None else logits + arch.logit_bias.to(logits.dtype)
     return finish_logits(logits, arch.logit_multiplier, arch.logit_softcap)
