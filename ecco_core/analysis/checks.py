@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import EccoError, InputError, PositionError, TokenError
+from ..errors import EccoError, InputError, ModelTypeError, PositionError, TokenError
 from ..run import OutputSeq
 
 POSITIONS = ("all", "input", "output")
@@ -150,6 +150,9 @@ def require_activations(seq: OutputSeq, side: str = "decoder") -> np.ndarray:
     """(layer, neuron, pos) activations of ``side``, or an EccoError saying how to capture them."""
     acts = seq.stack(side).activations
     if acts is None or acts.size == 0:
+        note = seq.lm.arch.neuron_note if seq.lm is not None else ""
+        if note:
+            raise ModelTypeError(f"Neuron views are not available: {note}. Every other view works.")
         where = f" of the {side}" if seq.model_type == "enc-dec" else ""
         raise EccoError(
             f"This run has no FFN neuron activations{where}. Run the model again without "

@@ -17,6 +17,9 @@ from ..errors import UnsupportedArchitectureError
 # Names of the FFN output projection, whose *input* holds the neuron activations.
 _FFN_OUT_NAMES = ("down_proj", "dense_4h_to_h", "fc2", "fc_out", "w2", "wo")
 _FFN_PARENT_HINTS = ("mlp", "feed_forward", "ffn", "DenseReluDense", "fc")
+# Output projections whose names also occur outside the FFN (attention's c_proj / Wo): only
+# under an FFN parent.
+_FFN_OUT_IN_FFN = ("c_proj", "lin2", "Wo")
 _ATTENTION_NAMES = ("self_attn", "attn", "attention", "self_attention", "SelfAttention")
 _CROSS_ATTENTION_NAMES = ("encoder_attn", "EncDecAttention", "crossattention", "cross_attn")
 
@@ -45,6 +48,8 @@ class Architecture:
     encoder_attentions: tuple[nn.Module, ...] = ()
     cross_attentions: tuple[nn.Module, ...] = ()
     """Decoder blocks' attention over the encoder output (encoder-decoders only)."""
+    neuron_note: str = ""
+    """Why there are no FFN neuron sites ('' when every block has one)."""
     mlm_head: nn.Module | None = None
     """A masked LM's whole prediction head, (..., d_model) -> (..., vocab) logits."""
     logit_scale: float = 1.0
@@ -118,9 +123,9 @@ def _ffn_site(block: nn.Module) -> nn.Module | None:
     for name, module in linears:
         if name.split(".")[-1] in _FFN_OUT_NAMES:
             return module
-    for name, module in linears:
+    for name, module in linears:  # GPT-2's mlp.c_proj, DistilBERT's ffn.lin2, ModernBERT's mlp.Wo
         parts = name.split(".")
-        if parts[-1] == "c_proj" and any(h in parts for h in _FFN_PARENT_HINTS):
+        if parts[-1] in _FFN_OUT_IN_FFN and any(h in parts for h in _FFN_PARENT_HINTS):
             return module
     for name, module in linears:  # BERT-style: layer.intermediate.dense -> layer.output.dense
         if name == "output.dense":
@@ -209,12 +214,18 @@ def _read_out_projection(model: nn.Module, blocks_name: str) -> nn.Module | None
 
 
 def _stack_parts(model: nn.Module, name: str, blocks: nn.ModuleList):
+    """(FFN sites, attention modules, why there are no FFN sites): a stack whose FFN output
+    projection is not found still loads, without neuron sites (every other view works)."""
     ffn = tuple(_ffn_site(b) for b in blocks)
     attn = tuple(_attention(b) for b in blocks)
-    missing = []
-    if any(site is None for site in ffn):
-        missing.append(f"the FFN output projection in {name}[0] (looked for {_FFN_OUT_NAMES})")
-    return ffn, attn, missing
+    if all(site is not None for site in ffn):
+        return ffn, attn, ""
+    names = ", ".join(_FFN_OUT_NAMES + _FFN_OUT_IN_FFN)
+    why = (
+        f"ecco_core did not find the feed-forward output projection in {name}[0] of "
+        f"{type(model).__name__} (it looks for {names}), so this model has no neuron activations"
+    )
+    return (), attn, why
 
 
 def find_architecture(model: nn.Module) -> Architecture:
@@ -242,13 +253,11 @@ def find_architecture(model: nn.Module) -> Architecture:
         if enc and dec:
             encoder, lists = enc[0], dec
     blocks_name, blocks = lists[-1] if encoder else lists[0]
-    ffn, attn, missing = _stack_parts(model, blocks_name, blocks)
+    ffn, attn, neuron_note = _stack_parts(model, blocks_name, blocks)
     enc_ffn, enc_attn = (), ()
     if encoder is not None:
-        enc_ffn, enc_attn, enc_missing = _stack_parts(model, encoder[0], encoder[1])
-        missing += enc_missing
-    if missing:
-        raise _unsupported(config, missing)
+        enc_ffn, enc_attn, enc_note = _stack_parts(model, encoder[0], encoder[1])
+        neuron_note = neuron_note or enc_note
     return Architecture(
         family=str(getattr(config, "model_type", type(model).__name__)),
         embeddings=embeddings,
@@ -258,7 +267,8 @@ def find_architecture(model: nn.Module) -> Architecture:
         ffn_sites=ffn,
         attentions=attn,
         d_model=_d_model(config, embeddings),
-        n_neurons=_n_inputs(ffn[0]),
+        n_neurons=_n_inputs(ffn[0]) if ffn else 0,
+        neuron_note=neuron_note,
         encoder_blocks=encoder[1] if encoder else None,
         encoder_ffn_sites=enc_ffn,
         encoder_attentions=enc_attn,

@@ -135,7 +135,7 @@ def recording(
 
     Args:
         blocks: the transformer blocks, in order.
-        ffn_sites: the FFN output projection of each block.
+        ffn_sites: the FFN output projection of each block (empty: the model has none found).
         ffn_layers: which layers' FFN activations to keep (None: all, []: none).
         attention_sites: the attention module of each block; empty records no attention. The
             model must run eager attention (fused kernels return no weights).
@@ -143,7 +143,7 @@ def recording(
             only holds the (head, pos, pos) maps asked for.
     """
     rec = Recording()
-    layers = range(len(blocks)) if ffn_layers is None else ffn_layers
+    layers = [] if not ffn_sites else range(len(blocks)) if ffn_layers is None else ffn_layers
     attn_layers = range(len(attention_sites)) if attention_layers is None else attention_layers
     handles = []
 

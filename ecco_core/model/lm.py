@@ -249,9 +249,7 @@ class LanguageModel:
             model_name=self.name,
             hidden_states=hidden,
             activations=acts,
-            activation_layers=sorted(
-                range(self.arch.n_layers) if activation_layers is None else activation_layers
-            ),
+            activation_layers=sorted(rec.ffn),
             attentions=attn,
             special=special_mask(self.tokenizer, ids_np),
             run_id=uuid.uuid4().hex,
