@@ -159,3 +159,37 @@ def test_layers_within_budget_keeps_all_when_they_fit_and_spreads_them_when_not(
     kept = layers_within_budget(30, 9, 1000)  # 34.3 MB a layer: 11 layers fit
     assert len(kept) == 11 and kept[0] == 0 and kept[-1] == 29
     assert layers_within_budget(30, 9, 5000) == [29]  # not even one layer fits: keep the last
+
+
+HIDDEN_ATTENTION = {  # families whose attention weights never reach a hook on the attention module
+    "falcon": ("causal", {"new_decoder_architecture": False}),  # refuses a run-time switch to eager
+    "deberta-v2": ("mlm", {"intermediate_size": 64}),  # returns weights only with output_attentions
+}
+
+
+@pytest.mark.parametrize("family", sorted(HIDDEN_ATTENTION))
+def test_attention_comes_from_output_attentions_where_hooks_see_none(family):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
+
+    from ecco_core.facade import LM
+    from ecco_core.model.weights import LoadedWeights
+    from tests.tiny import _COMMON, char_tokenizer
+
+    kind, extra = HIDDEN_ATTENTION[family]
+    shape = {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 128,
+    }
+    config = AutoConfig.for_model(family, **_COMMON, **shape, **extra)
+    torch.manual_seed(0)
+    model = (AutoModelForCausalLM if kind == "causal" else AutoModelForMaskedLM).from_config(config).eval()
+    lm = LM(LoadedWeights(model, char_tokenizer(), f"tiny-{family}", "random", ""), torch.device("cpu"))
+    seq = lm("hello there", attention=True)
+    with torch.no_grad():
+        returned = model(torch.as_tensor(seq.token_ids)[None], output_attentions=True).attentions
+    assert seq.attention_layers == [0, 1] and lm.model_type == kind
+    np.testing.assert_allclose(seq.attentions, torch.stack([a[0] for a in returned]).numpy(), atol=1e-6)
+    np.testing.assert_allclose(seq.attentions.sum(-1), 1.0, atol=1e-5)
+    assert lm("hello there", attention=True, attention_layers=[1]).attention_layers == [1]

@@ -237,6 +237,9 @@ class LanguageModel:
             with recording(arch.blocks, arch.ffn_sites, activation_layers, sites, attention_layers) as rec:
                 self.model(input_ids=ids[None].to(self.device), use_cache=False, **self._no_logits)
             hidden, acts, attn = recorded_arrays(rec)
+            kept = sorted(rec.attn)
+            if attention and attn is None:  # no weights reached the hooks (Falcon, DeBERTa-v2)
+                attn, kept = self._returned_attentions(ids, attention_layers)
         self._check_finite(hidden, acts)
         if progress:
             progress("capture", 1.0)
@@ -253,8 +256,19 @@ class LanguageModel:
             attentions=attn,
             special=special_mask(self.tokenizer, ids_np),
             run_id=uuid.uuid4().hex,
-            attention_layers=sorted(rec.attn),
+            attention_layers=kept,
         )
+
+    def _returned_attentions(self, ids: torch.Tensor, layers: Sequence[int] | None):
+        """(layer, head, pos, pos) attention weights the model returns with ``output_attentions``
+        (for models whose attention modules hide them from hooks), and the layers kept."""
+        out = self.model(input_ids=ids[None].to(self.device), use_cache=False, output_attentions=True)
+        returned = getattr(out, "attentions", None)
+        if not returned or any(a is None for a in returned):
+            return None, []
+        kept = list(range(len(returned))) if layers is None else sorted(int(x) for x in layers)
+        stacked = torch.stack([returned[layer][0] for layer in kept])  # (layer, head, pos, pos)
+        return stacked.float().cpu().numpy(), kept
 
     def capture_enc_dec(
         self,
