@@ -203,3 +203,39 @@ def test_a_saved_folder_loads_as_a_masked_lm(bert, tmp_path):
         from ecco_core.model import loading
 
         loading._models.pop((str(tmp_path), "cpu", "torch.float32"), None)
+
+
+HEADS_ON_THE_MODEL = {  # masked LMs whose prediction head is parts of the model itself
+    "electra": {"embedding_size": 32, "intermediate_size": 64},
+    "distilbert": {"dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 64},
+}
+
+
+@pytest.mark.parametrize("family", sorted(HEADS_ON_THE_MODEL))
+def test_masked_predictions_use_the_whole_head_where_it_hangs_on_the_model(family):
+    """ELECTRA's generator_predictions (dense, activation, norm) and DistilBERT's vocab_transform
+    chain sit before the unembedding: the last layer must give the model's own predictions."""
+    from transformers import AutoConfig, AutoModelForMaskedLM
+
+    from ecco_core.facade import LM
+    from ecco_core.model.weights import LoadedWeights
+    from tests.tiny import _COMMON, char_tokenizer
+
+    shape = {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 128,
+    }
+    config = AutoConfig.for_model(family, **_COMMON, **shape, **HEADS_ON_THE_MODEL[family])
+    torch.manual_seed(0)
+    model = AutoModelForMaskedLM.from_config(config).eval()
+    lm = LM(LoadedWeights(model, char_tokenizer(), f"tiny-{family}", "random", ""), torch.device("cpu"))
+    seq = lm("hello there")
+    with torch.no_grad():
+        probs = torch.softmax(model(torch.as_tensor(seq.token_ids)[None]).logits[0], -1)
+    for position in range(seq.n_tokens):
+        result = seq.masked_predictions(position=position, topk=3)
+        top = probs[position].topk(3)
+        assert result.token_ids[-1].tolist() == top.indices.tolist()
+        np.testing.assert_allclose(result.probs[-1], top.values.numpy(), rtol=1e-5, atol=1e-7)

@@ -140,14 +140,21 @@ def _attention(block: nn.Module, names: tuple[str, ...] = _ATTENTION_NAMES) -> n
     return None
 
 
-def _mlm_head(model: nn.Module) -> nn.Module | None:
-    """A masked LM's prediction head: the module holding the unembedding (BERT, RoBERTa).
+_HEAD_PARTS = (  # masked-LM heads whose parts hang on the model itself, in the forward's order
+    ("generator_predictions", "generator_lm_head"),  # ELECTRA
+    ("vocab_transform", "activation", "vocab_layer_norm", "vocab_projector"),  # DistilBERT
+)
 
-    Models whose head parts hang directly on the model (DistilBERT, ELECTRA) get None and are
-    read out through the unembedding alone.
-    """
+
+def _mlm_head(model: nn.Module) -> nn.Module | None:
+    """A masked LM's prediction head: the module holding the unembedding (BERT, RoBERTa), or the
+    chain of parts that hang on the model itself (ELECTRA, DistilBERT)."""
     if not type(model).__name__.endswith(("ForMaskedLM", "ForPreTraining")):
         return None
+    for parts in _HEAD_PARTS:
+        modules = [getattr(model, part, None) for part in parts]
+        if all(isinstance(module, nn.Module) for module in modules):
+            return nn.Sequential(*modules)
     unembedding = model.get_output_embeddings()
     for name, module in model.named_modules():
         if module is unembedding and "." in name:
