@@ -107,12 +107,13 @@ def _as_read(seq: OutputSeq, states: torch.Tensor, lens: str) -> torch.Tensor:
     """(layer + 1, ..., d_model) states as the lens reads them. The raw lens reads the last layer
     through the final norm: the model's own output, and the last hidden state transformers (and so
     ecco) hands out; every other layer stays raw."""
-    norm = seq.require_lm().arch.final_norm
+    lm = seq.require_lm()
+    norm = lm.arch.final_norm
     if lens != "raw" or norm is None:
         return states
     states = states.clone()
     with torch.inference_mode():
-        last = states[-1].to(seq.require_lm().device, seq.require_lm().dtype)
+        last = states[-1].to(lm.device, lm.dtype)
         states[-1] = norm(last).to(states.device, states.dtype)
     return states
 
