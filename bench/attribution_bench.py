@@ -5,11 +5,12 @@ from __future__ import annotations
 import statistics
 
 from bench.workload import timed
+from ecco_app import progressive
 from ecco_core.facade import OutputSeq
 
-ADAPTIVE_STEPS = 12
-"""Gradient evaluations for the adaptive rule (plus its forward-only scan of 9 path points); the
-saliency page's default (``IG_STEPS`` in ecco_app/views/saliency.py)."""
+ADAPTIVE_STEPS = progressive.IG_STEPS
+"""The most gradient evaluations of the adaptive rule (plus its forward-only scan of
+``SCAN_ALPHAS``); the saliency page's default (``ecco_app.progressive.IG_STEPS``)."""
 
 
 def ig_one_token(seq: OutputSeq, runs: int, **settings) -> tuple[float, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -12,9 +13,79 @@ import streamlit as st
 import ecco_core
 from ecco_app import state
 from ecco_core.errors import EccoError, ModelTypeError
+from ecco_core.figures.base import enlarged
 from ecco_core.results.labels import token_label
 
 T = TypeVar("T")
+_MARKDOWN_ANYWHERE = re.compile(r"([\\`*_{}\[\]()<>#+!|~$:&^])")
+"""Marks that start Markdown (or HTML, entities, ``:emoji:``, ``:red[...]``, ``$maths$``) anywhere."""
+_MARKDOWN_LINE_START = re.compile(r"^(\s*\d*)([-=.)])", re.MULTILINE)
+"""Marks that only count at the start of a line: lists, rules, setext headings."""
+
+
+def escape_markdown(text: object) -> str:
+    """``text`` as literal Markdown: the marks that would make links, images, emphasis, code,
+    HTML tags, entities, headings, lists, tables, ``:emoji:``, ``:red[...]`` colours and
+    ``$maths$`` are backslash-escaped (CommonMark allows it for any ASCII punctuation), and
+    ``www.`` loses its autolink; quotes, commas, dashes and dots inside a line stay as typed."""
+    escaped = _MARKDOWN_ANYWHERE.sub(r"\\\1", str(text))
+    escaped = _MARKDOWN_LINE_START.sub(lambda m: m.group(1) + "\\" + m.group(2), escaped)
+    escaped = re.sub(r"(?i)\b(www)\.", r"\1\\.", escaped)
+    return escaped.replace("\n", "  \n")
+
+
+def error(message: object) -> None:
+    """``st.error`` of a message that may echo visitor text (escaped)."""
+    st.error(escape_markdown(message))
+
+
+def info(message: object) -> None:
+    """``st.info`` of a message that may echo visitor text (escaped)."""
+    st.info(escape_markdown(message))
+
+
+PILLS_WINDOW = 24
+"""Token pills shown at once around the picked token; a longer text pages through them."""
+_TOKEN_BOXES = """
+.ecco-text .tok, .ecco-sal .tok { box-shadow: inset 0 0 0 1px rgba(106, 61, 154, 0.28); margin: 0 1px; }
+"""
+_PRESENTER = """
+[data-testid="stMain"] p, [data-testid="stMain"] li, [data-testid="stMain"] label p { font-size: 1.25rem; }
+[data-testid="stMain"] h2 { font-size: 2.2rem; }
+[data-testid="stMain"] [data-testid="stCaptionContainer"] p { font-size: 1.05rem; }
+.ecco-text .tok, .ecco-sal .tok { font-size: 1.35rem !important; }
+[data-testid="stMain"] [data-testid="stDownloadButton"], [data-testid="stMain"] [data-testid="stExpander"],
+[data-testid="stSidebar"] [data-testid="stExpander"] { display: none; }
+"""
+
+
+def presenter_style() -> None:
+    """Token boxes everywhere; in presenter mode larger type and no downloads or expanders."""
+    css = _TOKEN_BOXES + _PRESENTER if st.session_state.get(state.PRESENTER) else _TOKEN_BOXES
+    st.html(f"<style>{css}</style>")
+
+
+def chart(fig, where=None, **kwargs):
+    """``st.plotly_chart`` of ``fig`` (in ``where``, a column or container, if given), with every
+    font enlarged in presenter mode: the one place figures are drawn."""
+    if st.session_state.get(state.PRESENTER):
+        enlarged(fig)
+    return (where or st).plotly_chart(fig, **kwargs)
+
+
+def start_here() -> None:
+    """The first screen: what the app is for and the three things to try first."""
+    st.markdown(
+        "**Start here.** Press **Run** in the sidebar: the model continues the example prompt "
+        "(the countries of the EU). Then try:\n"
+        "1. **Layer predictions**: click ' Croatia' and see at which layer the model settles on it.\n"
+        "2. **Saliency**: hover the generated tokens to see which earlier tokens drove each one.\n"
+        "3. **Watch tokens**: pick *Keys to the cabinet* and compare ' is' with ' are' layer by layer."
+    )
+    st.caption(
+        "Every page works on the last run; the address bar is a share link that reproduces it, "
+        "and *Save or open a run* in the sidebar keeps it as a file. *Presenter mode* enlarges the type."
+    )
 
 
 def intro(what: str, how: str) -> None:
@@ -25,12 +96,12 @@ def intro(what: str, how: str) -> None:
 def show_run_error() -> None:
     """Show the last run's error above the (kept) last good result."""
     if st.session_state.get(state.RUN_ERROR):
-        st.error(st.session_state[state.RUN_ERROR])
+        error(st.session_state[state.RUN_ERROR])
 
 
 def refuse(error: ModelTypeError) -> NoReturn:
     """A view that does not apply to this kind of model: say why in one line and stop the page."""
-    st.info(str(error))
+    info(error)
     st.stop()
 
 
@@ -50,10 +121,10 @@ def keep_last_good(seq: ecco_core.OutputSeq, key: str, make: Callable[[], T]) ->
     """
     try:
         result = make()
-    except ModelTypeError as error:  # not this model's view: no stale result from another model
-        refuse(error)
-    except EccoError as error:
-        st.error(str(error))
+    except ModelTypeError as refusal:  # not this model's view: no stale result from another model
+        refuse(refusal)
+    except EccoError as failure:
+        error(failure)
         return state.last_good(seq, key)
     state.keep_good(seq, key, result)
     return result
@@ -122,16 +193,53 @@ def token_picker(
     def describe(p: int) -> str:
         return f"{p}: the token after the text" if p >= seq.n_tokens else position_label(seq, p)
 
-    st.pills("Click a token", options, format_func=text, key=pills, on_change=from_pills)
+    shown = options
+    if len(options) > PILLS_WINDOW:  # a long text: the tokens around the picked one, paged
+        at = options.index(st.session_state[box]) if st.session_state[box] in options else 0
+        start = min(max(at - PILLS_WINDOW // 2, 0), len(options) - PILLS_WINDOW)
+        shown = options[start : start + PILLS_WINDOW]
+        if st.session_state.get(pills) not in shown:
+            st.session_state[pills] = None
+        st.caption(
+            f"Tokens {shown[0]}–{shown[-1]} of {options[0]}–{options[-1]}: type in the box below to "
+            "search the whole text."
+        )
+    st.pills("Click a token", shown, format_func=text, key=pills, on_change=from_pills)
     return st.selectbox(label, options, key=box, on_change=from_box, format_func=describe)
 
 
-def download_buttons(frame: pd.DataFrame, data: dict[str, Any], stem: str, key: str) -> None:
-    """CSV and JSON downloads of a view's result."""
+def download_buttons(
+    result: Any, stem: str, key: str, what: str | None = None, frame: Callable[[], pd.DataFrame] | None = None
+) -> None:
+    """CSV and JSON downloads of a view's ``result`` (its ``to_frame()`` and ``to_dict()``, or
+    ``frame()`` for the CSV), labelled by ``what`` they hold. Both are made on click: a drawn page
+    holds no copy (an 800-token attention map is 640,000 rows)."""
     left, right = st.columns(2)
+    name = f" {what}" if what else ""
     left.download_button(
-        "Download CSV", frame.to_csv(index=False), f"{stem}.csv", "text/csv", key=f"{key}-csv"
+        f"Download{name} CSV",
+        lambda: (frame or result.to_frame)().to_csv(index=False),
+        f"{stem}.csv",
+        "text/csv",
+        key=f"{key}-csv",
+        on_click="ignore",
     )
     right.download_button(
-        "Download JSON", json.dumps(data, indent=1), f"{stem}.json", "application/json", key=f"{key}-json"
+        f"Download{name} JSON",
+        lambda: json.dumps(result.to_dict(), indent=1),
+        f"{stem}.json",
+        "application/json",
+        key=f"{key}-json",
+        on_click="ignore",
     )
+
+
+def fit_kept(key: str, low: int, high: int) -> None:
+    """Clamp a kept setting (a number or a (low, high) range) into this run's bounds before its
+    widget draws: a value kept from a longer run or a larger model would make Streamlit refuse it."""
+    value = st.session_state.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        st.session_state[key] = min(max(value, low), high)
+    elif isinstance(value, (tuple, list)) and len(value) == 2:
+        a, b = (min(max(v, low), high) for v in value)
+        st.session_state[key] = (min(a, b), max(a, b))

@@ -61,3 +61,31 @@ class NumericalError(EccoError):
 
 class AttentionMissingError(EccoError):
     """The run was made without attention capture."""
+
+
+class ModelFilesError(ModelNotFoundError):
+    """A model folder or ``.gguf`` file exists but cannot be loaded (no weights, truncated, garbage)."""
+
+
+class HubTimeoutError(NoNetworkError):
+    """The model hub answered but the download did not finish within the loading timeout."""
+
+
+class DeviceError(InputError):
+    """A device that is unknown or not available here, or a dtype models cannot run in."""
+
+
+class RunFileError(EccoError):
+    """A saved run that cannot be written (disk full, read-only) or read (truncated, crafted, too large)."""
+
+
+class MemoryBudgetError(EccoError):
+    """A computation would not fit the process's memory budget (``ECCO_MEMORY_BUDGET_MB``)."""
+
+
+class ModelLoadTimeoutError(EccoError):
+    """Loading a model took longer than the time allowed (``ECCO_LOAD_TIMEOUT_S``)."""
+
+
+class UnsupportedIdiomError(EccoError):
+    """An ecco call or argument that ecco_core does not support; the message names the replacement."""

@@ -1,15 +1,30 @@
-"""Token HTML. Every token string passes through ``html.escape``; nothing else reaches the page."""
+"""Token HTML. Every token string passes through ``html.escape``; nothing else reaches the page.
+
+The hover-driven highlighter (``explorables/highlighter.js`` and ``.css``) is the one painter of the
+app's saliency component and of notebooks; ``highlighter_data`` is the JSON it draws.
+"""
 
 from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from plotly.colors import find_intermediate_color, hex_to_rgb, unlabel_rgb
 
 from .figures.base import sequential_color
 from .results.labels import visible_text
+
+if TYPE_CHECKING:
+    from .results import Factorization, Saliency
+
+EXPLORABLES = Path(__file__).parent / "explorables"
+HIGHLIGHTER_JS = (EXPLORABLES / "highlighter.js").read_text(encoding="utf-8")
+"""``function eccoHighlighter(component)``: a classic script (no module syntax)."""
+HIGHLIGHTER_CSS = (EXPLORABLES / "highlighter.css").read_text(encoding="utf-8")
+HIGHLIGHTER_HTML = '<div class="ecco-sal"></div><div class="ecco-sal-info"></div>'
 
 _TOKEN_STYLE = (
     "display:inline;white-space:pre-wrap;border-radius:3px;padding:1px 0;"
@@ -253,3 +268,54 @@ def strongest_shares(shares: np.ndarray, strongest: np.ndarray) -> np.ndarray:
     """
     strongest = np.asarray(strongest)
     return np.asarray(shares)[np.maximum(strongest, 0), np.arange(strongest.shape[0])]
+
+
+def highlighter_data(result: Saliency, selected: int, explainable: Sequence[int]) -> dict:
+    """The JSON the highlighter draws: display tokens, explained rows, the pinned position.
+
+    Args:
+        result: a saliency result; its rows are the explained positions.
+        selected: the position painted first (pinned).
+        explainable: positions that react to hover and click.
+    """
+    values = np.nan_to_num(result.values.astype(float))  # (explained position, pos)
+    return {
+        "shown": [visible_text(tok) for tok in result.tokens],
+        "n_input_tokens": int(result.n_input_tokens),
+        "positions": [int(p) for p in result.positions],
+        "values": [[round(float(v), 6) for v in row[: int(p)]] for row, p in zip(values, result.positions)],
+        "explainable": [int(p) for p in explainable],
+        "selected": int(selected),
+        "unit": result.unit.split(" (")[0],
+        # Attention piles onto the first token (an attention sink): scale colours without it.
+        "scale_from": 1 if result.method.startswith("attention") else 0,
+    }
+
+
+def factor_painting(
+    result: Factorization, choice: int | None, colors: Sequence[str], names: Sequence[str]
+) -> str:
+    """The text painted by one factor (``choice``) or, for None, each token by its strongest factor.
+
+    PCA factors are signed: the positive side in the factor's colour, the negative side in grey.
+
+    Args:
+        result: a factorisation of a run's activations.
+        choice: a factor index, or None for the strongest factor of each token.
+        colors: one colour per factor; names: one display name per factor.
+    """
+    full = result.full_components()  # (factor, pos)
+    share = peak_shares(full)  # (factor, pos) in [0, 1]
+    if choice is None:
+        strongest = result.strongest_factor()
+        return factor_html(
+            result.tokens, strongest, strongest_shares(share, strongest), colors, result.n_input_tokens, names
+        )
+    return factor_html(
+        result.tokens,
+        sign_classes(full[choice]),
+        share[choice],
+        [colors[choice], "#7f7f7f"],
+        result.n_input_tokens,
+        [f"{names[choice]} +", f"{names[choice]} −"],
+    )

@@ -4,19 +4,22 @@ views' derived results; one ``Stack`` type for one stack's arrays; save and load
 from __future__ import annotations
 
 import json
+import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from .errors import EccoError, InputError, ModelTypeError, PositionError
+from . import run_io
+from .errors import EccoError, InputError, ModelTypeError, PositionError, RunFileError
 from .model.capture import Capture
+from .model.lm import LanguageModel
+from .results.attribution import Saliency
 
-if TYPE_CHECKING:
-    from .model.lm import LanguageModel
+log = logging.getLogger(__name__)
 
 _ARRAYS = ("token_ids", "hidden_states", "activations", "attentions", "special")
 SIDES = ("decoder", "encoder")
@@ -146,6 +149,10 @@ class OutputSeq(Capture):
         Negative positions count from the end. Raises PositionError where no prediction exists.
         """
         n = self.n_tokens
+        if isinstance(position, bool) or not isinstance(position, (int, np.integer)):
+            raise PositionError(
+                f"position must be a whole number, not {' '.join(repr(position).split())[:60]}."
+            )
         p = position + n if position < 0 else position
         if not self.first_predicted_position <= p < n:
             first = self.first_predicted_position
@@ -163,8 +170,8 @@ class OutputSeq(Capture):
         Raises:
             InputError: an unknown side; ModelTypeError: 'encoder' on a model without one.
         """
-        if side not in SIDES:
-            raise InputError(f"side must be one of {SIDES}, not {side!r}.")
+        if not isinstance(side, str) or side not in SIDES:
+            raise InputError(f"side must be one of {SIDES}, not {' '.join(repr(side).split())[:60]}.")
         enc_dec = self.model_type == "enc-dec"
         special = None if self.special is None else np.asarray(self.special, dtype=bool)
         if side == "encoder":
@@ -204,7 +211,7 @@ class OutputSeq(Capture):
         if self.lm is None:
             raise EccoError(
                 "This OutputSeq has no model attached (it was loaded from a file). "
-                "Attach one with seq.lm = ecco_core.from_pretrained(seq.model_name)."
+                "Attach one with seq.lm = ecco_core.load(seq.model_name)."
             )
         return self.lm
 
@@ -218,54 +225,136 @@ class OutputSeq(Capture):
 
     # ----- saving ---------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write the run to one ``.npz`` file (arrays plus JSON metadata) to share it."""
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_suffix(".npz")
+        """Write the run to one ``.npz`` file (arrays plus JSON metadata) to share it.
+
+        Everything the run holds is kept: tokens, every captured array, ``extras`` and the
+        attributions computed with it (``generate(attribution=...)`` or ``compute_attributions``).
+        Not kept: the model (attach one with ``load(path, lm=...)``) and the derived-results cache
+        (recomputed on demand); anything else that is not plain data is named in a WARNING and in
+        the file's ``left_out``. The file is replaced atomically: a failed save (a full disk, a
+        read-only folder) raises ``RunFileError`` and leaves the previous file whole.
+        """
+        path = run_io.run_path(path, save=True)
         arrays = {k: getattr(self, k) for k in _ARRAYS if getattr(self, k) is not None}
-        extras_meta = {}
-        for side, values in self.extras.items():
-            if not isinstance(values, dict):
-                continue
-            for key, value in values.items():
-                if isinstance(value, np.ndarray):
-                    arrays[f"extras__{side}__{key}"] = value
-                elif isinstance(value, (list, str, int, float)):
-                    extras_meta.setdefault(side, {})[key] = value
+        left_out: list[str] = []
+        extras_meta = _pack_extras(self.extras, arrays, left_out)
+        attribution_meta = _pack_attributions(self.attribution, arrays, left_out)
         meta = {
             "attention_layers": list(self.attention_layers),
             "extras": extras_meta,
+            "attribution": attribution_meta,
             "tokens": self.tokens,
             "n_input_tokens": self.n_input_tokens,
             "model_type": self.model_type,
             "model_name": self.model_name,
             "activation_layers": list(self.activation_layers),
             "run_id": self.run_id,
-            "format": 1,
+            "left_out": left_out,
+            "format": 2,
         }
-        np.savez_compressed(path, meta=np.array(json.dumps(meta)), **arrays)
+        if left_out:
+            log.warning("OutputSeq.save(%s) leaves out what is not plain data: %s", path, ", ".join(left_out))
+        run_io.write_atomically(path, {"meta": np.array(json.dumps(meta)), **arrays})
         return path
 
     @classmethod
-    def load(cls, path: str | Path, lm: LanguageModel | None = None) -> OutputSeq:
-        """Read a run written by ``save``; attach ``lm`` for lens and attribution views."""
+    def load(
+        cls, path: str | Path, lm: LanguageModel | None = None, max_bytes: int = run_io.MAX_RUN_BYTES
+    ) -> OutputSeq:
+        """Read a run written by ``save``; attach ``lm`` for lens and attribution views.
+
+        The file is untrusted: nothing is unpickled, no array is allocated before its zip entry and
+        ``.npy`` header are checked (at most ``max_bytes`` in all), and every value is checked
+        against the sizes the file declares (and ``lm``'s vocabulary, layers and width, if given).
+
+        Raises:
+            RunFileError: a missing, empty, truncated, oversized or crafted file.
+        """
+        if lm is not None and not isinstance(lm, LanguageModel):
+            raise InputError(
+                f"lm must be None or a model from ecco_core.from_pretrained, not {type(lm).__name__}."
+            )
+        meta, arrays = run_io.read_archive(path, max_bytes)
+        sizes = {}
+        if lm is not None:
+            sizes = {
+                "vocab_size": lm.model.get_input_embeddings().num_embeddings,
+                "n_layers": lm.arch.n_layers,
+                "d_model": lm.model.get_input_embeddings().embedding_dim,
+            }
+        run_io.check_run(meta, arrays, path, **sizes)
+        core = {k: arrays[k] for k in _ARRAYS if k in arrays}
+        extras = _load_extras(arrays, meta.get("extras", {}))
+        seq = cls(**meta_fields(meta), **core, extras=extras, lm=lm)
+        seq.attribution = _unpack_attributions(meta.get("attribution", {}), arrays)
+        return seq
+
+
+def _pack_extras(extras: dict, arrays: dict, left_out: list[str]) -> dict:
+    """``extras`` arrays into ``arrays`` (``extras__<side>__<key>``), the rest as JSON."""
+    extras_meta: dict[str, dict] = {}
+    for side, values in extras.items():
+        if not isinstance(values, dict):
+            left_out.append(f"extras[{side!r}]")
+            continue
+        for key, value in values.items():
+            if isinstance(value, np.ndarray):
+                arrays[f"extras__{side}__{key}"] = value
+            elif value is None:
+                continue
+            elif _is_json(value):
+                extras_meta.setdefault(side, {})[key] = value
+            else:
+                left_out.append(f"extras[{side!r}][{key!r}]")
+    return extras_meta
+
+
+def _pack_attributions(attribution: dict, arrays: dict, left_out: list[str]) -> dict:
+    """Saliency results into ``arrays`` (``attribution__<method>__<field>``) and JSON fields."""
+    packed: dict[str, dict] = {}
+    for method, result in attribution.items():
+        if not isinstance(result, Saliency):
+            left_out.append(f"attribution[{method!r}] (a {type(result).__name__})")
+            continue
+        fields_meta = {}
+        for f in fields(Saliency):
+            value = getattr(result, f.name)
+            if isinstance(value, np.ndarray):
+                arrays[f"attribution__{method}__{f.name}"] = value
+            elif _is_json(value):
+                fields_meta[f.name] = value
+        packed[method] = fields_meta
+    return packed
+
+
+def _unpack_attributions(packed: dict, arrays: dict) -> dict[str, Any]:
+    out = {}
+    for method, fields_meta in packed.items():
+        prefix = f"attribution__{method}__"
+        values = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+        known = {f.name for f in fields(Saliency)}
         try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(str(data["meta"]))
-                arrays = {k: data[k] for k in _ARRAYS if k in data}
-                extras = _load_extras(data, meta.get("extras", {}))
-        except (OSError, ValueError, KeyError) as error:
-            raise EccoError(f"'{path}' is not a saved OutputSeq: {error}") from error
-        return cls(**meta_fields(meta), **arrays, extras=extras, lm=lm)
+            out[method] = Saliency(**{k: v for k, v in {**fields_meta, **values}.items() if k in known})
+        except TypeError as error:
+            raise RunFileError(f"The saved {method!r} attribution is incomplete: {error}.") from error
+    return out
 
 
-def _load_extras(data, extras_meta: dict) -> dict:
+def _is_json(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _load_extras(data: dict[str, np.ndarray], extras_meta: dict) -> dict:
     """Rebuild ``extras`` from ``extras__<side>__<key>`` arrays and the JSON part."""
     extras: dict[str, dict] = {side: dict(values) for side, values in extras_meta.items()}
-    for name in data.files:
+    for name, array in data.items():
         if name.startswith("extras__"):
             _, side, key = name.split("__", 2)
-            extras.setdefault(side, {})[key] = data[name]
+            extras.setdefault(side, {})[key] = array
     for side in ("encoder", "decoder"):  # arrays that were None come back as None
         for key in ("activations", "attentions", "cross_attentions"):
             if side in extras and key not in extras[side] and f"{key[:-1]}_layers" in extras[side]:

@@ -28,6 +28,20 @@ def run_prompt(at: AppTest, prompt: str, n_generate: int = 5, model_label: str |
     return at
 
 
+def run_in_app(at: AppTest, model: str, prompt: str, n_generate: int = 3, attention: bool = True) -> AppTest:
+    """Pick "Other" as the model, type ``model`` (a hub id, folder or .gguf), the prompt and the
+    tokens to generate, set "Capture attention", press Run."""
+    at.selectbox(key="model_label").set_value("Other (hub id, folder, .gguf)")
+    at.run()
+    at.text_input(key="model_other").set_value(model)
+    at.text_area(key="prompt").set_value(prompt)
+    at.number_input(key="n_generate").set_value(n_generate)
+    at.toggle(key="capture_attention").set_value(attention)
+    at.button(key="run").click()
+    at.run()
+    return at
+
+
 def open_page(at: AppTest, page: str) -> AppTest:
     """Switch to ``ecco_app/views/<name>.py`` keeping the session (and its run)."""
     at.switch_page(str(ROOT / page))

@@ -64,8 +64,12 @@ def test_layer_predictions_page_follows_a_clicked_token(eu_app, runs):
     text = " ".join(m.value for m in at.markdown)
     assert "' Croatia'" in text and "top prediction at layer **30**" in text
     grid = heatmap_text(at)
-    assert len(grid) == 31 and len(grid[0]) == 10 and grid[30][0] == " Croatia"
-    assert len(at.get("download_button")) == 2
+    # 10 cells of a 360 px plot area: 4 characters fit (``figures.base.fitted_text``)
+    assert len(grid) == 31 and len(grid[0]) == 10 and grid[30][0] == " Cr…"
+    assert [d.key for d in at.get("download_button") if d.key.startswith("lp-")] == [
+        "lp-download-csv",
+        "lp-download-json",
+    ]
     before = runs["n"]
     at.pills[0].set_value(25)  # click the token '5' of the output
     at.run()

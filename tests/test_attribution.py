@@ -137,16 +137,6 @@ def test_graded_quadrature_integrates_exactly_and_stays_inside_the_path():
     assert (weights * points**5).sum() == pytest.approx(1 / 6, rel=1e-9)
 
 
-def test_adaptive_quadrature_puts_its_nodes_where_the_target_changes():
-    alphas = np.linspace(0, 1, attr.SCAN_INTERVALS + 1)
-    scan = (alphas >= 0.6).astype(float)[:, None]  # (alpha, 1 target): a step inside (0.5, 0.625]
-    points, weights = attr.adaptive_quadrature(scan, 12)
-    assert len(points) == 12 and np.all((points > 0) & (points < 1))
-    inside = (points > 0.5) & (points < 0.625)
-    assert inside.sum() >= 8  # most nodes on the one interval that changes
-    assert (weights[inside] * points[inside] ** 3).sum() == pytest.approx((0.625**4 - 0.5**4) / 4, rel=1e-9)
-
-
 def test_adaptive_integrated_gradients_reuse_the_scan_ends(tiny_seq):
     adaptive = tiny_seq.saliency("ig", n_steps=16, quadrature="adaptive")
     graded = tiny_seq.saliency("ig", n_steps=16, quadrature="graded")

@@ -118,3 +118,13 @@ def test_refusals_in_one_line(seq):
             seq.saliency(method)
     with pytest.raises(PositionError, match="decoder"):
         seq.saliency("gradient", positions=[seq.n_input_tokens])
+
+
+def test_adaptive_integrated_gradients_report_their_own_error(seq):
+    """The page's rule on an encoder-decoder: each token's completeness error is the one its
+    points measured, and a token that stopped early is under the rule's tolerance."""
+    result = seq.saliency("integrated_gradients", baseline="pad", quadrature="adaptive", n_steps=32)
+    assert result.signed.shape == (N_GENERATE, seq.n_tokens) and result.backend == "autograd"
+    early = result.evaluations < 32
+    assert np.all(result.completeness_error[early] <= attribution.ADAPTIVE_TOLERANCE + 1e-4)
+    assert np.all(result.completeness_error < 0.02)

@@ -17,11 +17,9 @@ from tests.browser_support import (
     VIEW,
     app_pages,
     click_run,
-    launch,
     main_text,
     open_app,
     open_nav,
-    require_browser,
     running_app,
     screenshot,
     set_tokens_to_generate,
@@ -38,17 +36,6 @@ INJECTION_PROMPT = "Say " + " and ".join(PAYLOADS + FLAG_PAYLOADS) + " now"
 # The payloads are in the prompt; the model writes plain text after it ('.', '\n', 'The above code'),
 # so a few generated tokens give every page its output part without 20 tokens' worth of views.
 INJECTION_GENERATE = 3
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_playwright = require_browser()
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture(scope="module")

@@ -438,6 +438,8 @@ def _is_safe(node: ast.AST, safe_names: set[str], assigned: dict[str, list[ast.A
         return all(recurse(e) for e in node.elts)
     if isinstance(node, (ast.ListComp, ast.GeneratorExp)):
         return recurse(node.elt)
+    if isinstance(node, ast.IfExp):  # both branches must be safe
+        return recurse(node.body) and recurse(node.orelse)
     if isinstance(node, ast.Name):
         values = assigned.get(node.id)
         return bool(values) and all(recurse(v) for v in values)
@@ -642,11 +644,13 @@ def test_hosted_config_limits_and_hides_error_details():
 
 
 def test_result_cache_is_bounded():
-    from ecco_app import cached
+    """Runs and results live in one store bounded in bytes (tests/test_app_reliability.py checks
+    its eviction and release); at most three models stay loaded."""
+    from ecco_app import store
+    from ecco_core.model import budget, loading
 
-    info = cached._derived._info
-    assert info.max_entries and info.ttl and info.max_size_bytes
-    assert cached.load_lm._info.max_entries <= 3
+    assert store.shared_store().max_bytes == budget.store_bytes() < budget.budget_bytes()
+    assert loading.MAX_MODELS <= 3  # the app's loader keeps no models of its own: the engine's cache
 
 
 def test_eccoerrors_are_never_bare_asserts():

@@ -49,3 +49,38 @@ def test_neighbours_and_attention_helpers():
         attention_results.max_past_first(weights) == 0.5
         and attention_results.max_past_first(np.ones((2, 1))) is None
     )
+
+
+def test_download_buttons_make_their_files_only_on_click(monkeypatch):
+    """The page holds callables, not a CSV and a JSON of every drawn result."""
+    import json
+
+    import pandas as pd
+
+    from ecco_app import widgets
+
+    class Result:
+        made = 0
+
+        def to_frame(self):
+            Result.made += 1
+            return pd.DataFrame({"layer": [0, 1], "p": [0.25, 0.5]})
+
+        def to_dict(self):
+            Result.made += 1
+            return {"p": [0.25, 0.5]}
+
+    buttons = {}
+
+    class Column:
+        def download_button(self, label, data, file_name, mime, **kwargs):
+            buttons[file_name] = (label, data)
+
+    monkeypatch.setattr(widgets.st, "columns", lambda n: [Column(), Column()])
+    widgets.download_buttons(Result(), "lp", "lp-download", what="predictions")
+    assert Result.made == 0 and all(callable(data) for _, data in buttons.values())
+    assert buttons["lp.csv"][0] == "Download predictions CSV"
+    assert buttons["lp.csv"][1]() == "layer,p\n0,0.25\n1,0.5\n"
+    assert json.loads(buttons["lp.json"][1]()) == {"p": [0.25, 0.5]}
+    widgets.download_buttons(Result(), "dla", "dla-download", frame=lambda: pd.DataFrame({"x": [7]}))
+    assert buttons["dla.csv"][1]() == "x\n7\n"

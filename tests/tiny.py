@@ -109,3 +109,13 @@ def tiny_lm(family: str = "llama", seed: int = 0) -> LM:
     """A tiny random model of ``family`` wrapped as an LM on the CPU."""
     weights = LoadedWeights(tiny_model(family, seed), char_tokenizer(), f"tiny-{family}", "random", "")
     return LM(weights, torch.device("cpu"))
+
+
+def save_tiny_folder(folder, family: str = "llama", max_positions: int = 4096) -> str:
+    """A tiny random model with the character tokenizer saved to ``folder`` (a folder the app's
+    model field, or a fake hub, can serve); returns its path as text."""
+    model = tiny_model(family)
+    model.config.max_position_embeddings = max_positions
+    model.save_pretrained(folder)
+    char_tokenizer().save_pretrained(folder)
+    return str(folder)

@@ -21,7 +21,7 @@ seq = state.current_seq()
 
 sides = attention.available_sides(seq)
 if not sides:
-    st.info(attention.missing_attention_message(seq))
+    widgets.info(attention.missing_attention_message(seq))
     st.stop()
 SIDE_NAMES = {
     "self": "Decoder self-attention" if seq.model_type == "enc-dec" else "Self-attention",
@@ -56,7 +56,7 @@ if st.session_state.get(head_key, 0) >= n_heads:
     st.session_state[head_key] = 0
 if grid is not None:
     selected = (st.session_state[layer_key], st.session_state.get(head_key, 0))
-    event = st.plotly_chart(
+    event = widgets.chart(
         head_grid_figure(grid, selected),
         width="stretch",
         config={"displayModeBar": False},
@@ -72,7 +72,11 @@ if grid is not None:
         st.session_state["attn_method"] = "head"
         st.rerun()
     if grid.pooled:
-        st.caption(f"Long run: each square is max-pooled to {grid.thumbnails.shape[-1]} cells a side.")
+        n_tokens, cells = max(grid.n_queries, grid.n_keys), grid.thumbnails.shape[-1]
+        st.caption(
+            f"Long run: {n_tokens} tokens drawn in {cells} cells a side; a cell holds up to "
+            f"{-(-n_tokens // cells)} neighbouring tokens and shows their largest weight."
+        )
 
 # ----- one map enlarged -----------------------------------------------------------------------------
 methods = {"head": "One head", "mean": "Mean of heads", "rollout": "Rollout (all layers to here)"}
@@ -99,7 +103,7 @@ past_sink = st.toggle(
     "scales the colours by the largest weight on any other token so the rest shows.",
 )
 zmax = attention_results.max_past_first(amap.weights) if past_sink else None  # weights: (query, key)
-st.plotly_chart(amap.figure(zmax=zmax or None), width="stretch", config={"displaylogo": False})
+widgets.chart(amap.figure(zmax=zmax or None), width="stretch", config={"displaylogo": False})
 
 # ----- the text view: what one token attends to ------------------------------------------------------
 st.subheader("What a token attends to")
@@ -129,7 +133,7 @@ st.markdown(
     ),
     unsafe_allow_html=True,
 )
-top = ", ".join(f"{tok!r} ({w:.0%})" for _, tok, w in amap.top_keys(query, 3))
+top = widgets.escape_markdown(", ".join(f"{tok!r} ({w:.0%})" for _, tok, w in amap.top_keys(query, 3)))
 st.caption(
     f"Shaded by the weight from the outlined token; most attended: {top}. Hover any token for its own."
 )
@@ -137,5 +141,5 @@ st.caption(
 with st.expander("Per-head numbers and downloads", expanded=False):
     if grid is not None:
         st.dataframe(grid.to_frame(), hide_index=True, width="stretch")
-        widgets.download_buttons(grid.to_frame(), grid.to_dict(), "attention-heads", "attn-heads")
-    widgets.download_buttons(amap.to_frame(), amap.to_dict(), "attention-map", "attn-map")
+        widgets.download_buttons(grid, "attention-heads", "attn-heads", what="per-head numbers")
+    widgets.download_buttons(amap, "attention-map", "attn-map", what="enlarged map")

@@ -16,7 +16,7 @@ widgets.show_run_error()
 seq = state.current_seq()
 widgets.require_causal(seq, "Layer predictions")
 
-left, middle, right = st.columns([1, 2, 1])
+left, middle, right = st.columns([1, 1.5, 1.5])
 topk = left.slider("Top-k", 1, 50, 10, key="lp_topk")
 low, high = middle.slider("Layers", 0, seq.n_layers, (0, seq.n_layers), key=f"lp_layers::{seq.n_layers}")
 normed = right.toggle(
@@ -31,17 +31,18 @@ position = widgets.token_picker(
     seq, "lp_position", first=seq.first_predicted_position, last=seq.n_tokens, default=start
 )
 
-pred = widgets.keep_last_good(
-    seq,
-    "layer_predictions",
-    lambda: cached.layer_predictions(
+with st.spinner("Reading every layer's predictions…"):
+    pred = widgets.keep_last_good(
         seq,
-        position=position,
-        topk=topk,
-        layers=list(range(low, high + 1)),
-        lens="normed" if normed else "raw",
-    ),
-)
+        "layer_predictions",
+        lambda: cached.layer_predictions(
+            seq,
+            position=position,
+            topk=topk,
+            layers=list(range(low, high + 1)),
+            lens="normed" if normed else "raw",
+        ),
+    )
 if pred is None:
     st.stop()
 
@@ -53,10 +54,11 @@ if pred.target_id >= 0:
         else "is never the top prediction in these layers"
     )
     st.markdown(
-        f"The model wrote **{pred.target_token!r}** at position {pred.position}: it {where} "
+        f"The model wrote **{widgets.escape_markdown(repr(pred.target_token))}** at position "
+        f"{pred.position}: it {where} "
         f"(rank {pred.target_ranks[-1]} at layer {pred.layers[-1]})."
     )
 else:
     st.markdown("This is the token after the text: what each layer would write next.")
-st.plotly_chart(pred.figure(), width="stretch")
-widgets.download_buttons(pred.to_frame(), pred.to_dict(), f"layer_predictions_{pred.position}", "lp-download")
+widgets.chart(pred.figure(), width="stretch")
+widgets.download_buttons(pred, f"layer_predictions_{pred.position}", "lp-download")

@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from ecco_app import cached, state, widgets
-from ecco_core.results import similarity as similarity_results
+from ecco_app import cached, state, stepwise, widgets
+from ecco_app.panels import similarity as panel
 from ecco_core.run import SIDES
 
 METHODS = {
@@ -32,7 +32,7 @@ side = "decoder"
 if seq.model_type == "enc-dec":  # compare the layers of one stack; the encoder's need no generation
     side = st.radio("Stack", SIDES, format_func=str.title, horizontal=True, key="similarity_side")
 
-left, middle, right = st.columns([1.6, 1.1, 1.3])
+left, middle, right = st.columns([1.4, 1.0, 1.6])
 method = left.radio(
     "Method", list(METHODS), format_func=METHODS.get, horizontal=True, key="similarity_method"
 )
@@ -62,35 +62,19 @@ dims = 20
 if method == "svcca":
     dims = st.slider("SVCCA directions per layer", 2, 40, 10, key="similarity_dims")
 
-result = widgets.keep_last_good(
+params = {
+    "method": method,
+    "source": source,
+    "dims": dims,
+    "skip_first": skip_first,
+    "normalize": normalize,
+    "side": side,
+}
+stepwise.show(
     seq,
     "similarity",
-    lambda: cached.layer_similarity(
-        seq,
-        method=method,
-        source=source,
-        dims=dims,
-        skip_first=skip_first,
-        normalize=normalize,
-        side=side,
-    ),
-)
-if result is None:
-    st.stop()
-
-st.plotly_chart(result.figure(), width="stretch", key="similarity_heatmap")
-neighbours, n = similarity_results.neighbour_count(result.most_alike()), len(result.layers)
-st.markdown(
-    f"For **{neighbours} of {n}** layers the most similar other layer is a direct neighbour. " + result.note
-)
-if method != "cka":
-    st.caption(
-        "With only a few dozen tokens the CCA-family scores run high for any pair of layers; "
-        "compare the squares with each other rather than with a fixed threshold."
-    )
-widgets.download_buttons(
-    result.to_frame(),
-    result.to_dict(),
-    f"layer_similarity_{method}_{source}{'_' + result.side if result.side else ''}",
-    key="sim",
+    params,
+    lambda: cached.layer_similarity_steps(seq, **params),
+    panel.draw,
+    "Comparing every pair of layers",
 )

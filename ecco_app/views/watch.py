@@ -17,14 +17,14 @@ widgets.show_run_error()
 seq = state.current_seq()
 widgets.require_causal(seq, "Watched-token rankings")
 
-left, middle, right = st.columns([2, 1, 1])
-text = left.text_input(
+text = st.text_input(
     "Candidate tokens, comma-separated",
     "is, are",
     key="watch_text",
     help="Each word must be one token. Quote an item ('are') to take it exactly as typed; #123 is the "
     "token id 123.",
 )
+middle, right = st.columns(2)
 spaced = middle.toggle(
     "Leading space",
     True,
@@ -47,7 +47,10 @@ position = widgets.token_picker(
 )
 watch = parse_watch_text(text, leading_space=spaced)
 st.caption(
-    "Watching " + (", ".join(repr(w) if isinstance(w, str) else f"id {w}" for w in watch) or "nothing")
+    "Watching "
+    + widgets.escape_markdown(
+        ", ".join(repr(w) if isinstance(w, str) else f"id {w}" for w in watch) or "nothing"
+    )
 )
 
 result = widgets.keep_last_good(
@@ -59,10 +62,11 @@ if result is None:
     st.stop()
 
 heatmap, lines = st.columns([2, 3])
-heatmap.plotly_chart(result.figure(), width="stretch")
-lines.plotly_chart(result.figure(kind="lines"), width="stretch")
-final = ", ".join(f"{str(t)!r} rank {r}" for t, r in zip(result.watch_tokens, result.ranks[-1]))
-st.markdown(
-    f"At the last layer: {final}; the model's own top choice is **{str(result.predicted_tokens[-1])!r}**."
+widgets.chart(result.figure(), width="stretch", where=heatmap)
+widgets.chart(result.figure(kind="lines"), width="stretch", where=lines)
+top_choice = widgets.escape_markdown(repr(str(result.predicted_tokens[-1])))
+final = widgets.escape_markdown(
+    ", ".join(f"{str(t)!r} rank {r}" for t, r in zip(result.watch_tokens, result.ranks[-1]))
 )
-widgets.download_buttons(result.to_frame(), result.to_dict(), f"watch_{result.position}", "watch-download")
+st.markdown(f"At the last layer: {final}; the model's own top choice is **{top_choice}**.")
+widgets.download_buttons(result, f"watch_{result.position}", "watch-download")

@@ -17,9 +17,11 @@ import numpy as np
 from ..errors import AttentionMissingError, InputError, ModelTypeError
 from ..results.attention import AttentionMap, HeadGrid
 from ..run import OutputSeq
+from . import checks
 from .checks import captured_layer_index, layer_ranges
 
 SIDES = ("self", "encoder", "cross")
+_SIZES = ("n_layers", "n_heads", "n_tokens")
 THUMBNAIL = 24
 """Largest side of one thumbnail in the head grid; longer runs are max-pooled down to it."""
 
@@ -31,6 +33,10 @@ def layers_within_budget(
 
     Returns None (keep every layer) when all fit, else evenly spaced layers, always the last.
     """
+    n_layers, n_heads, n_tokens = (
+        checks.values.whole(k, v, 1) for k, v in zip(_SIZES, (n_layers, n_heads, n_tokens))
+    )
+    budget_mb = checks.values.real("budget_mb", budget_mb, 0.0, low_open=True)
     per_layer_mb = n_heads * n_tokens * n_tokens * 4 / 2**20
     fits = int(budget_mb // max(per_layer_mb, 1e-9))
     if fits >= n_layers:
@@ -64,8 +70,7 @@ def missing_attention_message(seq: OutputSeq) -> str:
 
 def _side_data(seq: OutputSeq, side: str) -> tuple[np.ndarray, list[int], list[str], list[str], int, int]:
     """(attentions (layer, head, query, key), layers, query tokens, key tokens, query/key offsets)."""
-    if side not in SIDES:
-        raise InputError(f"Unknown attention side '{side}': use one of {', '.join(SIDES)}.")
+    checks.values.choice("side", side, SIDES)
     if side != "self" and seq.model_type != "enc-dec":
         raise ModelTypeError(
             f"'{side}' attention exists only on encoder-decoders; {seq.model_name} is not one."
@@ -106,6 +111,7 @@ def _map(seq: OutputSeq, side: str, layer: int, weights_of, head: int | None, me
 
 def head_attention(seq: OutputSeq, layer: int, head: int, side: str = "self") -> AttentionMap:
     """One head's (query, key) weights at ``layer`` (negative: counted from the last captured)."""
+    checks.views.attention(layer, head, side)
     attn = _side_data(seq, side)[0]
     if not 0 <= head < attn.shape[1]:
         raise InputError(f"Head {head} does not exist: this model has heads 0..{attn.shape[1] - 1}.")
@@ -114,6 +120,7 @@ def head_attention(seq: OutputSeq, layer: int, head: int, side: str = "self") ->
 
 def mean_attention(seq: OutputSeq, layer: int, side: str = "self") -> AttentionMap:
     """The mean over heads of ``layer``'s weights (rows still sum to 1)."""
+    checks.views.attention(layer, side=side)
     return _map(seq, side, layer, lambda a: a.mean(axis=0), None, "mean")  # (query, key)
 
 
@@ -147,6 +154,7 @@ def rollout(seq: OutputSeq, layer: int = -1, side: str = "self") -> AttentionMap
     Raises:
         InputError: for cross-attention, or when layers 0..layer were not all captured.
     """
+    checks.views.attention(layer, side=side)
     if side == "cross":
         raise InputError("Rollout follows one stack's self-attention; pick 'self' or 'encoder', not 'cross'.")
     attn, layers, *_ = _side_data(seq, side)
@@ -164,6 +172,7 @@ def attention(
     seq: OutputSeq, method: str = "mean", layer: int = -1, head: int = 0, side: str = "self"
 ) -> AttentionMap:
     """One map by name: method 'head' (uses ``head``), 'mean' or 'rollout'."""
+    checks.views.attention(layer, head, side, method)
     if method == "head":
         return head_attention(seq, layer, head, side)
     if method == "mean":
@@ -211,6 +220,7 @@ def attention_grid(
     seq, layers: list[int] | None = None, side: str = "self", size: int = THUMBNAIL
 ) -> HeadGrid:
     """Every head of ``layers`` (default: all captured) as thumbnails with per-head statistics."""
+    checks.values.optional_whole_list("layers", layers), checks.values.whole("size", size, 1)
     attn, captured, queries, keys, *_ = _side_data(seq, side)
     chosen = (
         captured if layers is None else [captured[captured_layer_index(captured, int(x))] for x in layers]

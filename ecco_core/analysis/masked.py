@@ -12,6 +12,7 @@ import torch
 from ..errors import ModelTypeError, PositionError
 from ..results.masked import MaskedPredictions
 from ..run import OutputSeq
+from . import checks
 
 
 def mask_positions(seq: OutputSeq) -> list[int]:
@@ -46,6 +47,7 @@ def masked_predictions(seq: OutputSeq, position: int | None = None, topk: int = 
     """
     require_mlm_head(seq)
     lm = seq.require_lm()
+    checks.views.masked(position, topk, lm.model.get_input_embeddings().num_embeddings)
     if position is None:
         masks = mask_positions(seq)
         if not masks:

@@ -16,11 +16,15 @@ with a fixed threshold.
 
 from __future__ import annotations
 
+from collections.abc import Generator
+
 import numpy as np
 
 from ..errors import InputError, NumericalError
+from ..results.progress import Progress, drain
 from ..results.similarity import LayerSimilarity
 from ..run import OutputSeq
+from . import checks
 from .checks import require_activations
 
 METHODS = ("cka", "cca", "svcca", "pwcca")
@@ -30,7 +34,10 @@ TOLERANCE = 1e-6
 
 def _as_pair(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Both as centred float64 (pos, features) arrays over the same positions."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    try:
+        x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"Representations must be numeric arrays (pos, features): {error}.") from error
     if x.ndim != 2 or y.ndim != 2:
         raise InputError(f"Representations must be 2-D (pos, features); got {x.shape} and {y.shape}.")
     if x.shape[0] != y.shape[0]:
@@ -72,6 +79,7 @@ def whiten(
     Returns:
         basis (pos, k) with orthonormal columns, and ``x`` reduced to those directions (pos, k).
     """
+    checks.values.optional_whole("max_dims", max_dims, 1), checks.values.real("tol", tol, 0.0)
     u, s, _ = np.linalg.svd(x, full_matrices=False)  # u (pos, r), s (r,)
     limit = (x.shape[0] - 1) // 2 if max_dims is None else int(max_dims)
     keep = int(min(limit, np.sum(s > tol * (s[0] if len(s) else 0.0))))
@@ -104,9 +112,8 @@ def svcca(x: np.ndarray, y: np.ndarray, dims: int = 20, tol: float = TOLERANCE) 
 
     ``dims`` is capped at ``(pos - 1) // 2`` for the reason in the module docstring.
     """
-    if int(dims) < 1:
-        raise InputError(f"dims must be at least 1, not {dims}.")
-    cap = (np.asarray(x).shape[0] - 1) // 2
+    checks.values.whole("dims", dims, 1)
+    cap = (_as_pair(x, y)[0].shape[0] - 1) // 2
     return mean_cca(x, y, max_dims=min(int(dims), cap), tol=tol)
 
 
@@ -127,6 +134,7 @@ def pwcca(x: np.ndarray, y: np.ndarray, max_dims: int | None = None, tol: float 
 
 def similarity(x: np.ndarray, y: np.ndarray, method: str = "cka", dims: int = 20) -> float:
     """One score between two (pos, features) representations by ``method`` (see ``METHODS``)."""
+    checks.values.choice("method", method, METHODS)
     if method == "cka":
         return linear_cka(x, y)
     if method == "cca":
@@ -184,8 +192,21 @@ def layer_similarity(
             ("massive activations") decide the score.
         side: encoder-decoders: compare the 'decoder' (default) or the 'encoder' stack's layers.
     """
-    if method not in METHODS:
-        raise InputError(f"method must be one of {METHODS}, not {method!r}.")
+    return drain(similarity_steps(seq, method, source, dims, skip_first, normalize, side))
+
+
+def similarity_steps(
+    seq: OutputSeq,
+    method: str = "cka",
+    source: str = "hidden",
+    dims: int = 20,
+    skip_first: bool = True,
+    normalize: bool = False,
+    side: str = "decoder",
+) -> Generator[Progress, None, LayerSimilarity]:
+    """``layer_similarity`` (same arguments) as steps: yields a ``Progress`` after each layer's
+    row of the matrix (each layer's basis first, for the CCA family); returns the LayerSimilarity."""
+    checks.views.similarity(method, source, dims, skip_first, normalize, side)
     reps, layers = representations(seq, source, side)
     reps = (reps[:, 1:] if skip_first else reps).astype(np.float64)  # (layer, pos, features)
     if reps.shape[1] < 3:
@@ -197,7 +218,8 @@ def layer_similarity(
     if normalize:
         norms = np.linalg.norm(reps, axis=2, keepdims=True)  # (layer, pos, 1)
         reps = reps / np.where(norms > 0, norms, 1.0)
-    matrix = _cka_matrix(reps) if method == "cka" else _cca_matrix(reps, method, dims)
+    steps = _cka_matrix(reps) if method == "cka" else _cca_matrix(reps, method, dims)
+    matrix = yield from steps
     note = _note(method, reps.shape, dims) + (
         " Every token was scaled to unit length first." if normalize else ""
     )
@@ -205,24 +227,31 @@ def layer_similarity(
     return LayerSimilarity(matrix, layers, method, source, reps.shape[1], note, side_name)
 
 
-def _cka_matrix(reps: np.ndarray) -> np.ndarray:
+def _cka_matrix(reps: np.ndarray) -> Generator[Progress, None, np.ndarray]:
     centred = reps - reps.mean(axis=1, keepdims=True)  # (layer, pos, features)
-    grams = np.stack([_gram(layer) for layer in centred]).reshape(len(reps), -1)  # (layer, pos * pos)
+    grams = []
+    for i, layer in enumerate(centred):
+        grams.append(_gram(layer).reshape(-1))  # (pos * pos,)
+        yield Progress(i + 1, len(reps), f"{i + 1} of {len(reps)} layers' token similarities")
+    grams = np.stack(grams)  # (layer, pos * pos)
     return grams @ grams.T  # (layer, layer)
 
 
-def _cca_matrix(reps: np.ndarray, method: str, dims: int) -> np.ndarray:
+def _cca_matrix(reps: np.ndarray, method: str, dims: int) -> Generator[Progress, None, np.ndarray]:
     n_pos = reps.shape[1]
     cap = (n_pos - 1) // 2
     max_dims = min(int(dims), cap) if method == "svcca" else cap
     centred = [layer - layer.mean(axis=0) for layer in reps]  # layer x (pos, features)
-    bases = [_basis_or_none(layer, max_dims) for layer in centred]
     n = len(reps)
+    pairs = [(i, j) for i in range(n) for j in range(n if method == "pwcca" else i + 1)]  # CCA: symmetric
+    total = n + len(pairs)
+    bases = []
+    for i, layer in enumerate(centred):
+        bases.append(_basis_or_none(layer, max_dims))
+        yield Progress(i + 1, total, f"layer {i + 1} of {n} reduced to its top directions")
     matrix = np.full((n, n), np.nan)
-    for i in range(n):
-        for j in range(n if method == "pwcca" else i + 1):  # mean CCA is symmetric
-            if bases[i] is None or bases[j] is None:
-                continue
+    for done, (i, j) in enumerate(pairs, 1):  # a pair a step (0.01 s each for PWCCA of 340 tokens)
+        if bases[i] is not None and bases[j] is not None:
             u, rho, _ = np.linalg.svd(bases[i].T @ bases[j], full_matrices=False)
             rho = np.clip(rho, 0.0, 1.0)
             if method == "pwcca":
@@ -230,6 +259,8 @@ def _cca_matrix(reps: np.ndarray, method: str, dims: int) -> np.ndarray:
                 matrix[i, j] = np.sum(weights * rho) / np.sum(weights)
             else:
                 matrix[i, j] = matrix[j, i] = rho.mean()
+        if done < len(pairs):
+            yield Progress(n + done, total, f"{done} of {len(pairs)} pairs of layers compared")
     return (matrix + matrix.T) / 2 if method == "pwcca" else matrix
 
 

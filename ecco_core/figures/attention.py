@@ -8,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..results.labels import token_label
-from .base import base_layout
+from .base import WINDOW, base_layout, scroll_long, thinned_ticks
 
 if TYPE_CHECKING:
     from ..results.attention import AttentionMap, HeadGrid
@@ -28,22 +28,31 @@ def attention_map_figure(
     n_q, n_k = amap.weights.shape
     queries = [token_label(t, i + amap.query_offset) for i, t in enumerate(amap.query_tokens)]
     keys = [token_label(t, i + amap.key_offset) for i, t in enumerate(amap.key_tokens)]
+    pairs = np.char.add(np.char.add(np.array(queries)[:, None], " → "), np.array(keys)[None])  # (q, k)
     fig = go.Figure(
         go.Heatmap(
             z=amap.weights,
-            x=keys,
-            y=queries,
+            x=np.arange(n_k),
+            y=np.arange(n_q),
+            customdata=pairs,  # one string a cell: a second array would double a long run's chart
             zmin=0.0,
             zmax=zmax or (1.0 if amap.method == "head" else float(max(amap.weights.max(), 1e-6))),
             colorscale=COLORSCALE,
             colorbar={"title": {"text": "weight"}, "thickness": 12},
-            hovertemplate="query %{y}<br>key %{x}<br>weight %{z:.3f}<extra></extra>",
+            hovertemplate="query → key: %{customdata}<br>weight %{z:.3f}<extra></extra>",
         )
     )
-    size = height or int(min(900, max(320, 18 * n_q + 140)))
+    rows = min(n_q, WINDOW)  # a long run shows its last WINDOW queries (and keys); drag or slide for more
+    size = height or int(min(900, max(320, 18 * rows + 140))) + (60 if n_k > WINDOW else 0)
     base_layout(fig, amap.title, size)
-    fig.update_yaxes(autorange="reversed", title_text="query (attending token)", tickfont={"size": 11})
-    fig.update_xaxes(title_text="key (attended token)", tickangle=-60, tickfont={"size": 11})
+    fig.update_yaxes(title_text="query (attending token)", tickfont={"size": 11}, **thinned_ticks(queries))
+    if n_q > WINDOW:
+        fig.update_yaxes(range=[n_q - 0.5, n_q - WINDOW - 0.5])  # reversed: the first query on top
+    else:
+        fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(title_text="key (attended token)", tickfont={"size": 11}, **thinned_ticks(keys))
+    fig.update_yaxes(tickangle=0)
+    scroll_long(fig, n_k)
     return fig
 
 
@@ -103,7 +112,8 @@ def head_grid_figure(grid: HeadGrid, selected: tuple[int, int] | None = None) ->
     base_layout(fig, "", 70 + n_layers * row_px)
     fig.update_xaxes(
         tickvals=centres_x,
-        ticktext=[f"head {h}" for h in range(n_heads)],
+        ticktext=[str(h) for h in range(n_heads)],  # short: 9+ heads across a projector's chart
+        title={"text": "head"},
         side="top",
         showgrid=False,
         zeroline=False,

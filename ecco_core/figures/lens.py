@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 
 from ..errors import InputError
 from ..results.labels import token_label
-from .base import base_layout
+from .base import WINDOW, base_layout, fitted_text, scroll_long, thinned_ticks
 
 if TYPE_CHECKING:
     from ..results.lens import LayerPredictions, Rankings, WatchRankings
@@ -21,6 +21,12 @@ if TYPE_CHECKING:
 RANK_COLORS = "Blues"
 PROB_COLORS = "Purples"
 LAYER_AXIS = "layer (0 = embeddings)"
+ECCO_LAYER_AXIS = "layer (ecco's: 0 = first block)"
+
+
+def layer_axis_title(lens: str) -> str:
+    """The layer axis's title: lens 'ecco' numbers blocks from 0, the others hidden states."""
+    return ECCO_LAYER_AXIS if lens == "ecco" else LAYER_AXIS
 
 
 def compact_rank(rank: int) -> str:
@@ -39,11 +45,11 @@ def _rank_colorbar(max_rank: int) -> dict:
     }
 
 
-def _layer_axis(layers: np.ndarray) -> dict:
+def _layer_axis(layers: np.ndarray, lens: str = "normed") -> dict:
     step = max(1, int(np.ceil(len(layers) / 40)))  # at most ~40 tick labels
     shown = list(range(0, len(layers), step))
     return {
-        "title": {"text": LAYER_AXIS},
+        "title": {"text": layer_axis_title(lens)},
         "tickvals": shown,
         "ticktext": [str(int(layers[i])) for i in shown],
         "autorange": "reversed",
@@ -66,7 +72,7 @@ def layer_predictions_figure(pred: LayerPredictions, title: str | None = None) -
             z=pred.probs,
             x=np.arange(1, k + 1),
             y=np.arange(n_layers),
-            text=[[token_label(t) for t in row] for row in pred.tokens],
+            text=fitted_text([[token_label(t) for t in row] for row in pred.tokens], k),
             texttemplate="%{text}",
             textfont={"size": 11},
             customdata=custom,
@@ -97,7 +103,7 @@ def layer_predictions_figure(pred: LayerPredictions, title: str | None = None) -
     context = token_label(pred.context_token, spaces=True)
     default = f"Predictions after ‘{context}’ at position {pred.position - 1}{target}"
     fig.update_xaxes(title={"text": "top predictions, most likely first"}, tickvals=list(range(1, k + 1)))
-    fig.update_yaxes(**_layer_axis(pred.layers))
+    fig.update_yaxes(**_layer_axis(pred.layers, pred.lens))
     return base_layout(fig, title if title is not None else default, _rows_height(n_layers))
 
 
@@ -105,38 +111,36 @@ def rankings_figure(rankings: Rankings, title: str | None = None) -> go.Figure:
     """Layers x positions: the rank of the token that came next, log colour scale, each cell annotated."""
     n_layers, n_pos = rankings.ranks.shape
     tokens = np.broadcast_to(rankings.tokens, (n_layers, n_pos))
+    shown_ranks = np.vectorize(compact_rank)(rankings.ranks).astype(str)
     custom = np.stack(
-        [tokens, rankings.predicted_tokens, np.char.mod("%.2e", rankings.probs.astype(float))], -1
-    )  # (layer, pos, 3)
+        [tokens, rankings.predicted_tokens, np.char.mod("%.2e", rankings.probs.astype(float)), shown_ranks],
+        -1,
+    )  # (layer, pos, 4)
     fig = go.Figure(
         go.Heatmap(
             x=np.arange(n_pos),
             y=np.arange(n_layers),
             textfont={"size": 9 if n_pos > 24 else 11},
             customdata=custom,
-            hovertemplate="%{customdata[0]} ranks <b>%{text}</b> (p=%{customdata[2]})<br>"
+            hovertemplate="%{customdata[0]} ranks <b>%{customdata[3]}</b> (p=%{customdata[2]})<br>"
             "this layer predicts %{customdata[1]}<extra></extra>",
             xgap=1,
-            **_rank_cells(rankings.ranks),
+            **_rank_cells(rankings.ranks, n_pos),
         )
     )
     prompt_end = int(np.searchsorted(rankings.positions, rankings.n_input_tokens))
     if 0 < prompt_end < n_pos:
         fig.add_vline(x=prompt_end - 0.5, line={"color": "#e8590c", "width": 2, "dash": "dot"})
     labels = [token_label(str(t), p) for p, t in zip(rankings.positions, rankings.tokens)]
-    step = max(1, int(np.ceil(n_pos / 60)))
-    fig.update_xaxes(
-        title={"text": "token that came next (position: token)"},
-        tickvals=list(range(0, n_pos, step)),
-        ticktext=labels[::step],
-        tickangle=-60,
-    )
-    fig.update_yaxes(**_layer_axis(rankings.layers))
+    fig.update_xaxes(title={"text": "token that came next (position: token)"}, **thinned_ticks(labels))
+    fig.update_yaxes(**_layer_axis(rankings.layers, rankings.lens))
+    scroll_long(fig, n_pos)
     default = f"Rank of the token that came next, per layer ({rankings.lens} lens)"
-    return base_layout(fig, title if title is not None else default, _rows_height(n_layers, extra=220))
+    extra = 220 + (60 if n_pos > WINDOW else 0)
+    return base_layout(fig, title if title is not None else default, _rows_height(n_layers, extra=extra))
 
 
-def _rank_cells(ranks: np.ndarray) -> dict:
+def _rank_cells(ranks: np.ndarray, n_cols: int | None = None) -> dict:
     """Heatmap settings shared by the rank views: log10 colour, rank 1 darkest, each cell labelled.
 
     Args:
@@ -144,7 +148,7 @@ def _rank_cells(ranks: np.ndarray) -> dict:
     """
     return {
         "z": np.log10(ranks),
-        "text": [[compact_rank(r) for r in row] for row in ranks],
+        "text": fitted_text([[compact_rank(r) for r in row] for row in ranks], n_cols or ranks.shape[1]),
         "texttemplate": "%{text}",
         "colorscale": RANK_COLORS,
         "reversescale": True,
@@ -172,7 +176,7 @@ def watch_heatmap_figure(watch: WatchRankings, title: str | None = None) -> go.F
         )
     )
     fig.update_xaxes(type="category")
-    fig.update_yaxes(**_layer_axis(watch.layers))
+    fig.update_yaxes(**_layer_axis(watch.layers, watch.lens))
     default = f"Ranks at position {watch.position} (␣ = space)"
     return base_layout(fig, title if title is not None else default, _rows_height(n_layers, per_row=20))
 
@@ -201,7 +205,7 @@ def watch_lines_figure(watch: WatchRankings, title: str | None = None) -> go.Fig
         tickvals=decades,
         ticktext=[compact_rank(d) for d in decades],
     )
-    fig.update_xaxes(title={"text": LAYER_AXIS}, gridcolor="#eee")
+    fig.update_xaxes(title={"text": layer_axis_title(watch.lens)}, gridcolor="#eee")
     fig.update_layout(legend={"title": {"text": "watched token"}}, hovermode="x unified")
     default = f"Rank by layer at position {watch.position}"
     return base_layout(fig, title if title is not None else default, 420)

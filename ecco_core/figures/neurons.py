@@ -11,10 +11,10 @@ from plotly.colors import hex_to_rgb, qualitative, unlabel_rgb
 from plotly.subplots import make_subplots
 
 from ..results.labels import token_label
-from .base import base_layout
+from .base import WINDOW, base_layout, position_axis
 
 if TYPE_CHECKING:
-    from ..results.neurons import Factorization, NeuronTrace, TopNeurons
+    from ..results.neurons import Factorization, NeuronTrace, Routing, TopNeurons
     from ..results.similarity import LayerSimilarity
 
 FACTOR_COLORS = [
@@ -43,19 +43,20 @@ def factor_heatmap(result: Factorization) -> go.Figure:
     fig = go.Figure(
         go.Heatmap(
             z=result.components,
-            x=labels,
+            x=np.arange(len(labels)),
             y=names,
+            customdata=np.broadcast_to(np.array(labels, dtype=object), result.components.shape),
             colorscale="RdBu_r" if signed else "Purples",
             zmin=-limit if signed else 0.0,
             zmax=limit,
             colorbar={"title": {"text": "score" if signed else "strength"}, "thickness": 12},
-            hovertemplate="%{y} at %{x}: %{z:.3g}<extra></extra>",
+            hovertemplate="%{y} at %{customdata}: %{z:.3g}<extra></extra>",
         )
     )
     fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(tickangle=-60, tickfont={"size": 11})
+    position_axis(fig, labels)
     title = "Principal components x position" if signed else "Factors x position"
-    return base_layout(fig, title, height=160 + 26 * result.n_factors)
+    return base_layout(fig, title, height=230 + 26 * result.n_factors + (60 if len(labels) > WINDOW else 0))
 
 
 def factor_sparklines(result: Factorization, selected: int | None = None) -> go.Figure:
@@ -69,14 +70,15 @@ def factor_sparklines(result: Factorization, selected: int | None = None) -> go.
         red, green, blue = hex_to_rgb(factor_color(f))
         fig.add_trace(
             go.Scatter(
-                x=labels,
+                x=np.arange(len(labels)),
                 y=result.components[f],
+                customdata=labels,
                 mode="lines",
                 name=names[f],
                 line={"color": "#c8c8c8" if faded else factor_color(f), "width": 1 if faded else 2},
                 fill="tozeroy",
                 fillcolor="rgba(200,200,200,0.25)" if faded else f"rgba({red},{green},{blue},0.45)",
-                hovertemplate=f"{names[f]}" + " at %{x}: %{y:.3g}<extra></extra>",
+                hovertemplate=f"{names[f]}" + " at %{customdata}: %{y:.3g}<extra></extra>",
             ),
             row=f + 1,
             col=1,
@@ -98,9 +100,10 @@ def factor_sparklines(result: Factorization, selected: int | None = None) -> go.
             row=f + 1,
             col=1,
         )
-    fig.update_xaxes(showgrid=False, tickangle=-60, tickfont={"size": 10})
+    fig.update_xaxes(showgrid=False)
+    position_axis(fig, labels, row=n, col=1)
     fig.update_layout(showlegend=False)
-    base_layout(fig, "", height=90 + 46 * n)
+    base_layout(fig, "", height=170 + 46 * n + (60 if len(labels) > WINDOW else 0))
     fig.update_layout(margin={"l": 80})
     return fig
 
@@ -124,24 +127,25 @@ def factor_top_neurons_bar(frame: pd.DataFrame, factor: int, method: str = "nmf"
 
 
 def top_neurons_bar(top: TopNeurons) -> go.Figure:
-    """Horizontal bars of the most active neurons at one position."""
-    labels = [f"L{layer} · N{neuron}" for layer, neuron in zip(top.layers, top.neurons, strict=True)]
+    """Horizontal bars of the top neurons at one position (orange: a negative value)."""
+    labels = top.labels()
+    shown = top.above_mean if top.relative else top.values
     fig = go.Figure(
         go.Bar(
-            x=top.above_mean if top.relative else top.values,
+            x=shown,
             y=labels,
             orientation="h",
-            marker_color="#6a51a3",
-            hovertemplate="%{y}: %{x:.4g}<extra></extra>",
+            marker_color=["#6a51a3" if v >= 0 else "#e6550d" for v in shown],
+            customdata=top.values,
+            hovertemplate="%{y}: %{x:.4g} (activation %{customdata:.4g})<extra></extra>",
         )
     )
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(title="activation above the neuron's mean" if top.relative else "activation")
     token = top.token.replace("\n", "↵")
     stack = f" ({top.side})" if top.side else ""
-    return base_layout(
-        fig, f"Most active neurons at {top.position}: {token!r}{stack}", height=120 + 22 * len(labels)
-    )
+    what = "Neurons most above their usual level" if top.relative else "Largest activations"
+    return base_layout(fig, f"{what} at {top.position}: {token!r}{stack}", height=120 + 22 * len(labels))
 
 
 def neuron_trace_figure(trace: NeuronTrace) -> go.Figure:
@@ -152,7 +156,13 @@ def neuron_trace_figure(trace: NeuronTrace) -> go.Figure:
     labels = [token_label(t, p) for p, t in enumerate(trace.tokens)]
     colors = np.where(trace.values >= 0, "#6a51a3", "#e6550d").tolist()
     fig = go.Figure(
-        go.Bar(x=labels, y=trace.values, marker_color=colors, hovertemplate="%{x}: %{y:.4g}<extra></extra>")
+        go.Bar(
+            x=np.arange(len(labels)),
+            y=trace.values,
+            customdata=labels,
+            marker_color=colors,
+            hovertemplate="%{customdata}: %{y:.4g}<extra></extra>",
+        )
     )
     if 0 < trace.n_input_tokens < len(labels):
         fig.add_vline(
@@ -161,9 +171,41 @@ def neuron_trace_figure(trace: NeuronTrace) -> go.Figure:
             annotation_text="generated ▶",
             annotation_position="top right",
         )
-    fig.update_xaxes(tickangle=-60, tickfont={"size": 10})
+    position_axis(fig, labels)
     fig.update_yaxes(title="activation", zeroline=True, zerolinecolor="#999")
-    return base_layout(fig, f"Layer {trace.layer}, neuron {trace.neuron} across the text", height=360)
+    height = 440 + (60 if len(labels) > WINDOW else 0)
+    return base_layout(fig, f"Layer {trace.layer}, neuron {trace.neuron} across the text", height=height)
+
+
+def routing_heatmap(result: Routing) -> go.Figure:
+    """(layer, expert) rows x positions: the router's weight on each expert for each token (blank:
+    not routed), every MoE layer stacked; the shared expert's gate as its own row where there is one."""
+    dense = result.dense()  # (layer, expert, pos)
+    rows, names = [], []
+    for i, layer in enumerate(result.layers):
+        rows.extend(np.where(dense[i] > 0, dense[i], np.nan))
+        names.extend(f"L{layer} · E{e}" for e in range(result.n_experts))
+        if result.shared_weights is not None:
+            rows.append(result.shared_weights[i])
+            names.append(f"L{layer} · shared")
+    labels = [token_label(t, p) for p, t in enumerate(result.tokens)]
+    fig = go.Figure(
+        go.Heatmap(
+            z=np.asarray(rows),
+            x=np.arange(len(labels)),
+            y=names,
+            customdata=np.broadcast_to(np.array(labels, dtype=object), (len(names), len(labels))),
+            colorscale="Blues",
+            zmin=0.0,
+            zmax=1.0,
+            colorbar={"title": {"text": "router weight"}, "thickness": 12},
+            hovertemplate="%{y} at %{customdata}: %{z:.3f}<extra></extra>",
+        )
+    )
+    fig.update_yaxes(autorange="reversed", type="category", tickfont={"size": 10})
+    position_axis(fig, labels)
+    title = "Expert routing: which experts each token went to (blank: not routed)"
+    return base_layout(fig, title, height=230 + 16 * len(names) + (60 if len(labels) > WINDOW else 0))
 
 
 def similarity_heatmap(result: LayerSimilarity) -> go.Figure:

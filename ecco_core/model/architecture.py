@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedArchitectureError
+from .experts import ExpertSite, expert_site
 
 # Names of the FFN output projection, whose *input* holds the neuron activations.
 _FFN_OUT_NAMES = ("down_proj", "dense_4h_to_h", "fc2", "fc_out", "w2", "wo")
@@ -39,7 +40,8 @@ class Architecture:
     blocks: nn.ModuleList
     final_norm: nn.Module | None
     unembedding: nn.Module | None
-    ffn_sites: tuple[nn.Module, ...]
+    ffn_sites: tuple[nn.Module | ExpertSite, ...]
+    """Per block: the FFN output projection (its input is the neurons) or a fused-expert MoE site."""
     attentions: tuple[nn.Module, ...]
     d_model: int
     n_neurons: int
@@ -113,13 +115,9 @@ def _is_conv1d(module: nn.Module) -> bool:
     return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
 
 
-def _is_projection(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) or _is_conv1d(module)
-
-
 def _ffn_site(block: nn.Module) -> nn.Module | None:
     """The FFN output projection inside one block (its input is the neuron activation)."""
-    linears = [(name, m) for name, m in block.named_modules() if _is_projection(m)]
+    linears = [(n, m) for n, m in block.named_modules() if isinstance(m, nn.Linear) or _is_conv1d(m)]
     for name, module in linears:
         if name.split(".")[-1] in _FFN_OUT_NAMES:
             return module
@@ -143,6 +141,7 @@ def _attention(block: nn.Module, names: tuple[str, ...] = _ATTENTION_NAMES) -> n
 _HEAD_PARTS = (  # masked-LM heads whose parts hang on the model itself, in the forward's order
     ("generator_predictions", "generator_lm_head"),  # ELECTRA
     ("vocab_transform", "activation", "vocab_layer_norm", "vocab_projector"),  # DistilBERT
+    ("head", "decoder"),  # ModernBERT (after its final_norm)
 )
 
 
@@ -222,16 +221,21 @@ def _read_out_projection(model: nn.Module, blocks_name: str) -> nn.Module | None
 
 def _stack_parts(model: nn.Module, name: str, blocks: nn.ModuleList):
     """(FFN sites, attention modules, why there are no FFN sites): a stack whose FFN output
-    projection is not found still loads, without neuron sites (every other view works)."""
-    ffn = tuple(_ffn_site(b) for b in blocks)
+    projection is not found still loads, without neuron sites (every other view works). A site is
+    the FFN output projection, or an ``ExpertSite`` for a fused-expert MoE block."""
     attn = tuple(_attention(b) for b in blocks)
-    if all(site is not None for site in ffn):
+    found = [expert_site(b) for b in blocks]
+    ffn = tuple(site or (None if why else _ffn_site(b)) for b, (site, why) in zip(blocks, found))
+    widths = {_n_inputs(site) for site in ffn if site is not None}
+    if all(site is not None for site in ffn) and len(widths) == 1:
         return ffn, attn, ""
+    kind, why = f"{type(model).__name__}'s {name}", next((why for _, why in found if why), "")
+    if why or len(widths) > 1:  # an expert layout not computed here, or dense and MoE layers mixed
+        why = why or f"its layers have different neuron counts ({sorted(widths)}: dense and MoE mixed)"
+        return (), attn, f"ecco_core cannot read neurons from {kind}: {why}"
     names = ", ".join(_FFN_OUT_NAMES + _FFN_OUT_IN_FFN)
-    why = (
-        f"ecco_core did not find the feed-forward output projection in {name}[0] of "
-        f"{type(model).__name__} (it looks for {names}), so this model has no neuron activations"
-    )
+    why = f"ecco_core did not find the feed-forward output projection in {name}[0] of "
+    why += f"{type(model).__name__} (it looks for {names}), so this model has no neuron activations"
     return (), attn, why
 
 
@@ -289,7 +293,9 @@ def find_architecture(model: nn.Module) -> Architecture:
     )
 
 
-def _n_inputs(projection: nn.Module) -> int:
+def _n_inputs(projection: nn.Module | ExpertSite) -> int:
+    if isinstance(projection, ExpertSite):
+        return projection.n_neurons
     if _is_conv1d(projection):
         return int(projection.weight.shape[0])  # Conv1D stores (in, out)
     return int(projection.in_features)
@@ -381,10 +387,10 @@ def unembed(arch: Architecture, hidden: torch.Tensor, normed: bool = True) -> to
     read_out = linear_read_out(arch, normed)
     if read_out is not None:
         return read_out.logits(hidden)
-    if normed and arch.mlm_head is not None:
-        return arch.mlm_head(hidden)
     if normed and arch.final_norm is not None:
         hidden = arch.final_norm(hidden)
+    if normed and arch.mlm_head is not None:  # ModernBERT: final norm, then the head
+        return arch.mlm_head(hidden)
     if arch.read_out_projection is not None:
         hidden = arch.read_out_projection(hidden)
     logits = arch.unembedding(hidden * arch.logit_scale if arch.logit_scale != 1.0 else hidden)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .architecture import Architecture
+from .experts import ExpertSite
 
 
 @dataclass(eq=False)
@@ -89,6 +90,9 @@ class Recording:
     """layer -> (pos, n_neurons) input of the FFN output projection."""
     attn: dict[int, torch.Tensor] = field(default_factory=dict)
     """layer -> (head, query_pos, key_pos) attention weights (eager attention only)."""
+    routing: dict[int, tuple] = field(default_factory=dict)
+    """layer -> (experts (pos, top_k), weights (pos, top_k), shared gate (pos,) or None) of an
+    MoE layer (``ExpertSite``)."""
 
     def hidden_states(self) -> torch.Tensor:
         """(layer + 1, pos, d_model): embeddings then the output of every block."""
@@ -162,6 +166,13 @@ def recording(
         on_ffn_input._ecco_hook = True
         return on_ffn_input
 
+    def routed_hook(layer: int):
+        def on_routed(neurons, experts, weights, shared_gate):
+            rec.ffn[layer] = neurons  # (pos, n_neurons)
+            rec.routing[layer] = (experts, weights, shared_gate)
+
+        return on_routed
+
     for hook in (on_first_block, on_block_output):
         hook._ecco_hook = True
     try:
@@ -169,7 +180,11 @@ def recording(
         for block in blocks:
             handles.append(block.register_forward_hook(on_block_output))
         for layer in layers:
-            handles.append(ffn_sites[layer].register_forward_pre_hook(ffn_hook(layer)))
+            site = ffn_sites[layer]
+            if isinstance(site, ExpertSite):
+                handles.extend(site.register(routed_hook(layer)))
+            else:
+                handles.append(site.register_forward_pre_hook(ffn_hook(layer)))
         _add_attention_hooks(handles, rec, attention_sites, attn_layers)
         yield rec
     finally:
@@ -247,6 +262,21 @@ def recorded_arrays(rec) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | No
     acts = rec.activations().float().cpu().numpy() if rec.ffn else None  # (layer, neuron, pos)
     attn = rec.attentions().float().cpu().numpy() if rec.attn else None  # (layer, head, pos, pos)
     return hidden, acts, attn
+
+
+def routing_extras(rec: Recording, site) -> dict[str, Any]:
+    """``Capture.extras["routing"]`` of an MoE stack (``{}`` for a dense one): which experts each
+    token went to, with their router weights, for every recorded layer."""
+    if not rec.routing or not isinstance(site, ExpertSite):
+        return {}
+    layers = sorted(rec.routing)
+    experts = torch.stack([rec.routing[k][0] for k in layers]).cpu().numpy().astype(np.int64)
+    weights = torch.stack([rec.routing[k][1] for k in layers]).float().cpu().numpy()
+    data = {"layers": layers, "experts": experts, "weights": weights}  # (layer, pos, top_k)
+    data |= {"n_experts": site.n_experts, "expert_size": site.expert_size, "shared_size": site.shared_size}
+    if site.shared_gate is not None:
+        data["shared_weights"] = torch.stack([rec.routing[k][2] for k in layers]).float().cpu().numpy()
+    return {"routing": data}
 
 
 def within(layers: Sequence[int] | None, n_layers: int) -> list[int] | None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import inspect
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from ..errors import (
     EmptyPromptError,
-    GenerationSettingsError,
     InputError,
     ModelTypeError,
     NumericalError,
@@ -25,31 +24,15 @@ from .capture import (
     attention_recording,
     recorded_arrays,
     recording,
+    routing_extras,
     within,
 )
+from .sampling import sampling_processors
+from .stepping import Generation, Progress
 from .tokens import display_tokens, special_mask
 from .weights import LoadedWeights
 
-Progress = Callable[[str, float], None]
-"""progress(stage, fraction): stage is "generate", "capture" or "attribution"."""
-
 MAX_GENERATE = 1024
-
-
-class _ProgressStreamer:
-    """A generate() streamer that reports the share of new tokens produced."""
-
-    def __init__(self, total: int, progress: Progress | None) -> None:
-        self.total, self.progress, self.seen = total, progress, -1
-
-    def put(self, value) -> None:
-        self.seen += 1  # the first call carries the prompt
-        if self.progress and self.seen > 0:
-            self.progress("generate", min(self.seen / self.total, 1.0))
-
-    def end(self) -> None:
-        if self.progress:
-            self.progress("generate", 1.0)
 
 
 class LanguageModel:
@@ -154,30 +137,38 @@ class LanguageModel:
         decoder start token) are the decoder's; see ``OutputSeq`` for the position convention.
 
         Raises:
-            EmptyPromptError, PromptTooLongError, GenerationSettingsError, ModelTypeError.
+            EmptyPromptError, PromptTooLongError, ModelTypeError (the settings are checked by
+            ``ecco_core.analysis.checks.calls``, which the facade calls first).
         """
+        generation = self.start_generation(
+            text, generate, do_sample, temperature, top_k, top_p, seed, activation_layers, attention_layers
+        )
+        generation.step(None, progress)
+        return generation.capture(attention, activation_layers, attention_layers, progress)
+
+    def start_generation(
+        self,
+        text: str | Sequence[int] | torch.Tensor,
+        generate: int = 20,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        activation_layers: Sequence[int] | None = None,
+        attention_layers: Sequence[int] | None = None,
+    ) -> Generation:
+        """A generation to run a few tokens at a time (``Generation.step``), then capture; the
+        arguments and errors are ``generate``'s. Nothing runs on the model until the first step."""
         if self.model_type == "mlm":
             raise ModelTypeError(f"{self.name} is a masked LM: it cannot generate. Use lm(text).")
-        _check_settings(generate, temperature, top_k, top_p)
         ids = self.encode(text)
         self._check_length(len(ids), generate)
         self._check_layers(activation_layers, attention_layers)
-        with self.lock, torch.inference_mode():
-            if seed is not None:
-                torch.manual_seed(seed)
-            sampling = {"temperature": temperature, "top_k": top_k or 0, "top_p": top_p or 1.0}
-            full = self.model.generate(
-                ids[None].to(self.device),
-                attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device),
-                max_new_tokens=generate,
-                do_sample=do_sample,
-                **(sampling if do_sample else {"temperature": None, "top_k": None, "top_p": None}),
-                pad_token_id=self._pad_id(),
-                streamer=_ProgressStreamer(generate, progress),
-            )[0].cpu()
-        if self.model_type == "enc-dec":
-            return self.capture_enc_dec(ids, full, attention, activation_layers, attention_layers, progress)
-        return self.capture(full, len(ids), attention, activation_layers, progress, attention_layers)
+        # Sampling draws from a generator of this call (never the process-wide one), so a seeded
+        # run gives the same tokens whatever else samples at the same time.
+        processors = sampling_processors(self.device, temperature, top_k, top_p, seed) if do_sample else None
+        return Generation(self, ids, generate, processors)
 
     def __call__(
         self,
@@ -204,7 +195,7 @@ class LanguageModel:
         if self.arch.encoder_blocks is not None:
             n = max(n, len(self.arch.encoder_blocks))
         for layers in layer_lists:
-            bad = [layer for layer in layers or () if not 0 <= int(layer) < n]
+            bad = [layer for layer in (() if layers is None else layers) if not 0 <= int(layer) < n]
             if bad:
                 raise InputError(f"Layers {bad} do not exist: {self.name} has layers 0..{n - 1}.")
 
@@ -255,6 +246,7 @@ class LanguageModel:
             activation_layers=sorted(rec.ffn),
             attentions=attn,
             special=special_mask(self.tokenizer, ids_np),
+            extras=routing_extras(rec, arch.ffn_sites[0] if arch.ffn_sites else None),
             run_id=uuid.uuid4().hex,
             attention_layers=kept,
         )
@@ -376,21 +368,3 @@ def _is_causal(model) -> bool:
     from transformers.models.auto import modeling_auto as auto
 
     return type(model).__name__ in set(auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
-
-
-def _check_settings(generate: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
-    if not isinstance(generate, (int, np.integer)) or isinstance(generate, bool):
-        raise GenerationSettingsError(f"generate must be a whole number of tokens, not {generate!r}.")
-    if generate < 1:
-        raise GenerationSettingsError(
-            f"generate={generate}: ask for at least 1 token, or call lm(text) to analyse text "
-            "without generating."
-        )
-    if generate > MAX_GENERATE:
-        raise GenerationSettingsError(f"generate={generate} is too many: at most {MAX_GENERATE} tokens.")
-    if not temperature > 0:
-        raise GenerationSettingsError(f"temperature must be above 0, not {temperature}.")
-    if top_k is not None and top_k < 0:
-        raise GenerationSettingsError(f"top_k must be 0 (off) or more, not {top_k}.")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise GenerationSettingsError(f"top_p must lie in (0, 1], not {top_p}.")

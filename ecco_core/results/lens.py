@@ -17,9 +17,10 @@ class LayerPredictions(Drawable):
     position: int
     """The position of the token being predicted (the hidden state is at ``position - 1``)."""
     lens: str
-    """'normed' (final norm applied) or 'raw' (ecco's lens)."""
+    """'normed' (final norm applied), 'raw' (ecco's read-out) or 'ecco' (raw, ecco's layer numbers)."""
     layers: np.ndarray
-    """(layer,) int: hidden-state index of each row; 0 is the embeddings."""
+    """(layer,) int: hidden-state index of each row, 0 the embeddings; with lens 'ecco', ecco's
+    layer number (0 the first block's output, no embedding row)."""
     token_ids: np.ndarray
     """(layer, k) int64 ids of the top-k predictions, most likely first."""
     tokens: np.ndarray
@@ -78,7 +79,8 @@ class Rankings(Drawable):
 
     lens: str
     layers: np.ndarray
-    """(layer,) int: hidden-state index of each row; 0 is the embeddings."""
+    """(layer,) int: hidden-state index of each row, 0 the embeddings; with lens 'ecco', ecco's
+    layer number (0 the first block's output, no embedding row)."""
     positions: np.ndarray
     """(pos,) int: positions of the ranked tokens (each predicted from ``position - 1``)."""
     token_ids: np.ndarray
@@ -139,7 +141,8 @@ class WatchRankings(Drawable):
     """The position being predicted (hidden state at ``position - 1``)."""
     lens: str
     layers: np.ndarray
-    """(layer,) int: hidden-state index of each row; 0 is the embeddings."""
+    """(layer,) int: hidden-state index of each row, 0 the embeddings; with lens 'ecco', ecco's
+    layer number (0 the first block's output, no embedding row)."""
     watch_ids: np.ndarray
     """(cand,) int64 ids of the watched tokens."""
     watch_tokens: np.ndarray

@@ -179,12 +179,28 @@ class TopNeurons(Drawable):
     """True: ranked by ``above_mean`` (what is special about this token); False: by ``values``."""
     side: str = ""
     """'encoder' or 'decoder' on an encoder-decoder run (``position`` indexes that side's tokens)."""
+    experts: np.ndarray | None = None
+    """(k,) MoE layers: the expert each neuron is a unit of (-1: the shared expert), else None."""
+    router_weights: np.ndarray | None = None
+    """(k,) MoE layers: the router's weight on that expert for this token (0: not routed there;
+    the shared expert's sigmoid gate), which the neuron's value already includes."""
+
+    def labels(self) -> list[str]:
+        """'L1 · N7', or 'L1 · E3 · N7' in an MoE layer ('shared' for the shared expert)."""
+        if self.experts is None:
+            return [f"L{layer} · N{neuron}" for layer, neuron in zip(self.layers, self.neurons, strict=True)]
+        experts = ["shared" if e < 0 else f"E{e}" for e in self.experts.tolist()]
+        return [f"L{la} · {e} · N{n}" for la, e, n in zip(self.layers, experts, self.neurons, strict=True)]
 
     def to_frame(self) -> pd.DataFrame:
-        return pd.DataFrame(
+        frame = pd.DataFrame(
             {"rank": np.arange(1, len(self.values) + 1), "layer": self.layers, "neuron": self.neurons}
             | {"activation": self.values.astype(float), "above_mean": self.above_mean.astype(float)}
         )
+        if self.experts is not None:
+            frame["expert"] = self.experts
+            frame["router_weight"] = np.asarray(self.router_weights, dtype=float)
+        return frame
 
     def to_dict(self) -> dict:
         return {
@@ -218,4 +234,72 @@ class NeuronTrace(Drawable):
             "neuron": int(self.neuron),
             "tokens": list(self.tokens),
             "activation": self.values.astype(float).tolist(),
+        }
+
+
+@dataclass
+class Routing(Drawable):
+    """Where a mixture-of-experts model sent each token: the experts of every MoE layer, with the
+    router's weights. A neuron of such a layer is one unit of one expert, weighted by these
+    weights (0 where the token was not routed to the expert): neuron ``e * expert_size + u`` is
+    unit ``u`` of expert ``e``, and the shared expert's units (if any) come last."""
+
+    layers: list[int]
+    """The model layers of the first axis."""
+    experts: np.ndarray
+    """(layer, pos, top_k) int64 the experts each token was routed to, by falling weight."""
+    weights: np.ndarray
+    """(layer, pos, top_k) their router weights."""
+    tokens: list[str]
+    n_input_tokens: int
+    n_experts: int
+    expert_size: int
+    """Units per routed expert."""
+    shared_size: int = 0
+    """Units of the shared expert (Qwen2-MoE), 0 if none."""
+    shared_weights: np.ndarray | None = None
+    """(layer, pos) the shared expert's sigmoid gate, or None."""
+
+    def dense(self) -> np.ndarray:
+        """(layer, expert, pos) router weight of every expert; 0 where a token was not routed."""
+        n_layers, n_pos, _ = self.experts.shape
+        full = np.zeros((n_layers, self.n_experts, n_pos), dtype=np.float32)
+        layer, pos, _slot = np.indices(self.experts.shape)
+        inside = (self.experts >= 0) & (self.experts < self.n_experts)
+        np.add.at(full, (layer[inside], self.experts[inside], pos[inside]), self.weights[inside])
+        return full
+
+    def expert_of(self, neurons: np.ndarray) -> np.ndarray:
+        """(n,) the expert of each neuron index (-1: a unit of the shared expert)."""
+        neurons = np.asarray(neurons, dtype=np.int64)
+        return np.where(neurons < self.n_experts * self.expert_size, neurons // self.expert_size, -1)
+
+    def load(self) -> np.ndarray:
+        """(layer, expert) share of the tokens routed to each expert."""
+        return (self.dense() > 0).mean(axis=2)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (layer, position, routed expert)."""
+        layer, pos, slot = np.indices(self.experts.shape)
+        return pd.DataFrame(
+            {
+                "layer": np.asarray(self.layers)[layer.ravel()],
+                "position": pos.ravel(),
+                "token": [self.tokens[p] for p in pos.ravel()],
+                "slot": slot.ravel(),
+                "expert": self.experts.ravel(),
+                "weight": self.weights.ravel().astype(float),
+            }
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "layers": list(self.layers),
+            "tokens": list(self.tokens),
+            "n_experts": int(self.n_experts),
+            "expert_size": int(self.expert_size),
+            "shared_size": int(self.shared_size),
+            "experts": self.experts.tolist(),
+            "weights": self.weights.astype(float).tolist(),
+            "shared_weights": None if self.shared_weights is None else self.shared_weights.tolist(),
         }

@@ -3,6 +3,8 @@ over a shared context, with gradients from autograd or a hand-written Llama-fami
 
 from __future__ import annotations
 
+from .adaptive import SCAN_ALPHAS, PathRule
+from .adaptive import TOLERANCE as ADAPTIVE_TOLERANCE
 from .backends import AUTOGRAD, HAND_WRITTEN, objective_gradients
 from .context import (
     BACKEND_CHOICES,
@@ -24,24 +26,25 @@ from .methods import (
     run_method,
     saliency,
 )
-from .quadrature import SCAN_INTERVALS, adaptive_quadrature, quadrature
+from .quadrature import quadrature
 from .targets import TARGETS, Target
 
 __all__ = [
+    "ADAPTIVE_TOLERANCE",
     "ALIASES",
     "AUTOGRAD",
     "BACKEND_CHOICES",
     "BASELINES",
     "ENC_DEC_METHODS",
     "HAND_WRITTEN",
+    "PathRule",
     "LABELS",
     "METHODS",
     "QUADRATURES",
-    "SCAN_INTERVALS",
+    "SCAN_ALPHAS",
     "TARGETS",
     "AttributionContext",
     "Target",
-    "adaptive_quadrature",
     "build_context",
     "compute_attributions",
     "encoder_decoder_embeds",

@@ -130,6 +130,8 @@ def build_context(
         else:
             embeds = lm.model.get_input_embeddings()(ids).detach()  # (pos, d_model)
     foil_ids = None if foil is None else torch.full_like(pos, foil_id(lm, foil))
+    if foil_ids is not None:
+        checks.foil_differs(seq, explained, int(foil_ids[0]), explicit=positions is not None)
     return AttributionContext(
         lm=lm,
         embeds=embeds,

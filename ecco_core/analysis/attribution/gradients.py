@@ -121,3 +121,26 @@ def autograd_gradients(
             values[:, chunk] = f.detach().to(values.dtype)
             report(ctx, chunk.stop / n_t)
     return values, grads
+
+
+def point_gradients(ctx: AttributionContext, embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Target values and the gradient at every input of the batch, not summed (IG's adaptive rule
+    needs each node's own f'(alpha)).
+
+    Args:
+        embeds: (batch, length, d_model) inputs, cut to the last position the targets read.
+
+    Returns:
+        values: (batch, n_targets) the target function.
+        grads: (n_targets, batch, length, d_model) d target / d embeddings at each input.
+    """
+    with torch.enable_grad():
+        leaf = embeds.detach().requires_grad_(True)  # (batch, length, d)
+        head = head_pass(ctx, leaf, ctx.positions - 1)
+        f, seeds = _head_seeds(ctx, head, slice(None))  # (batch, n_t), (n_t, batch, rows, d)
+        if len(seeds) == 1:
+            (g,) = torch.autograd.grad(head.head_in, leaf, seeds[0])
+            g = g[None]
+        else:
+            (g,) = torch.autograd.grad(head.head_in, leaf, seeds, is_grads_batched=True)
+    return f.detach().float(), g.float()

@@ -23,11 +23,13 @@ import torch
 from ...errors import InputError, ModelTypeError
 from ...results.attribution import Saliency
 from ...run import OutputSeq
+from .. import checks
 from ..attention import rollout_matrices
+from .adaptive import adaptive_integrated_gradients
 from .backends import objective_gradients
 from .context import AttributionContext, MethodScores, build_context, report
 from .gradients import head_pass
-from .quadrature import SCAN_INTERVALS, _rule, adaptive_quadrature, quadrature
+from .quadrature import _rule, quadrature
 
 if TYPE_CHECKING:
     from ...model.lm import Progress
@@ -113,17 +115,16 @@ def integrated_gradients(ctx: AttributionContext) -> MethodScores:
         a = torch.tensor(alphas, device=x.device, dtype=torch.float32)
         return (x0[None] + a[:, None, None] * (x - x0)[None]).to(ctx.embeds.dtype)
 
-    rule = _rule(ctx)
-    if rule == "adaptive":
-        scan = _objective_values(ctx, path(np.linspace(0.0, 1.0, SCAN_INTERVALS + 1)))  # (alpha, n_t)
-        points = adaptive_quadrature(scan.cpu().numpy(), ctx.n_steps)
-        ends = scan[[-1, 0]]  # (2, n_t): f(x), f(baseline)
+    if _rule(ctx) == "adaptive":  # each target on its own points, to its own error (``adaptive``)
+        adaptive = adaptive_integrated_gradients(ctx, x, x0, _objective_values)
+        attribution, ends = adaptive.attribution, adaptive.ends  # (n_t, pos, d), (2, n_t)
+        ctx.memo["backend"] = "autograd"
+        ctx.memo["evaluations"] = np.array([rule.evaluations for rule in adaptive.rules])
     else:
-        points, ends = quadrature(ctx.n_steps, rule, ctx.baseline), None
-    weights = torch.tensor(points[1], device=x.device, dtype=torch.float32)
-    _, grads = objective_gradients(ctx, path(points[0]), weights)
-    attribution = grads * (x - x0)[None]  # (n_t, pos, d)
-    if ends is None:
+        points = quadrature(ctx.n_steps, _rule(ctx), ctx.baseline)
+        weights = torch.tensor(points[1], device=x.device, dtype=torch.float32)
+        _, grads = objective_gradients(ctx, path(points[0]), weights)
+        attribution = grads * (x - x0)[None]  # (n_t, pos, d)
         ends = _objective_values(ctx, torch.stack([x, x0]).to(ctx.embeds.dtype))  # (2, n_t)
     ctx.memo.setdefault("target_values", ends[0])
     return MethodScores(
@@ -205,7 +206,7 @@ LABELS = {
 
 def method_name(attr_method: str) -> str:
     """The canonical method name (ecco's aliases accepted)."""
-    name = ALIASES.get(attr_method, attr_method)
+    name = ALIASES.get(attr_method, attr_method) if isinstance(attr_method, str) else None
     if name not in METHODS:
         raise InputError(
             f"Unknown attribution method {attr_method!r}. Pick one of: {', '.join(METHODS)} "
@@ -256,6 +257,7 @@ def run_method(ctx: AttributionContext, attr_method: str, seq: OutputSeq) -> Sal
         baseline=ctx.baseline if is_ig else None,
         quadrature=_rule(ctx) if is_ig else None,
         backend=ctx.memo.get("backend") if name in ENC_DEC_METHODS else None,
+        evaluations=ctx.memo.get("evaluations") if is_ig else None,
     )
 
 
@@ -292,8 +294,7 @@ def saliency(
     Raises:
         InputError, TokenError, PositionError, ModelTypeError.
     """
-    if style not in ("minimal", "detailed"):
-        raise InputError(f"Unknown style {style!r}: pick 'minimal' or 'detailed'.")
+    checks.views.saliency(attr_method, style, target, foil, n_steps, baseline, quadrature, progress, backend)
     name = method_name(attr_method)
     stored = seq.attribution.get(name)
     defaults = (target, foil, n_steps, baseline, quadrature, positions, backend) == DEFAULTS
@@ -309,8 +310,9 @@ def compute_attributions(
     seq: OutputSeq, methods: Sequence[str], progress: Progress | None = None
 ) -> dict[str, Saliency]:
     """Compute ``methods`` with default settings into ``seq.attribution`` (gradients shared)."""
+    names = [method_name(m) for m in checks.calls.attribution_names(methods, "methods")]
+    checks.values.optional_callable("progress", progress)
     ctx = build_context(seq, progress=progress)
-    for attr_method in methods:
-        name = method_name(attr_method)
+    for name in names:
         seq.attribution[name] = run_method(ctx, name, seq)
     return seq.attribution

@@ -1,6 +1,9 @@
-// ecco's MinimalHighlighter: token text arrives as JSON and is only ever set with textContent,
-// so a prompt such as <img src=x onerror=...> shows as text. Loaded by saliency.py (no CDN).
-export default function (component) {
+// ecco's MinimalHighlighter, the one painter of the app (ecco_app/components/saliency.py mounts it
+// as a Streamlit component) and of notebooks (ecco_core.notebook inlines it). Token text arrives as
+// JSON and is only ever set with textContent, so a prompt such as <img src=x onerror=...> shows as
+// text. A classic function declaration (no module syntax), so a notebook can inline it in <script>.
+// component: { data, parentElement, setTriggerValue, onPaint? }; onPaint(pos) runs after each paint.
+function eccoHighlighter(component) {
   const { data, parentElement, setTriggerValue } = component;
   const root = parentElement.querySelector(".ecco-sal");
   const info = parentElement.querySelector(".ecco-sal-info");
@@ -27,6 +30,7 @@ export default function (component) {
     info.textContent = row
       ? `Explaining ${JSON.stringify(token)} (position ${pos}): darker = larger ${data.unit}.`
       : `No scores for position ${pos} yet: click it to compute them.`;
+    if (component.onPaint) component.onPaint(pos);
   }
   data.shown.forEach((text, pos) => {
     if (pos === data.n_input_tokens) {

@@ -1,7 +1,9 @@
-"""Every check of a view's arguments in one place: positions, layers, tokens, settings.
+"""Every check of the public API's arguments in one place: positions, layers, tokens, settings.
 
 Each raises a subclass of ``EccoError`` whose message names the argument, what was given and
-what is allowed.
+what is allowed. ``values`` checks single values by type and range, ``calls`` the model side's
+arguments (``from_pretrained``, ``generate``, ``LM(...)``), ``views`` each view's settings; this
+module the ranges that depend on the run (positions, layers, tokens).
 """
 
 from __future__ import annotations
@@ -10,8 +12,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import EccoError, InputError, ModelTypeError, PositionError, TokenError
-from ..run import OutputSeq
+from ...errors import EccoError, InputError, ModelTypeError, PositionError, TokenError
+from ...run import OutputSeq
+from . import calls as calls
+from . import values as values
+from . import views as views
+from .values import whole_list
 
 POSITIONS = ("all", "input", "output")
 """Which positions a factorisation reads: every one, the prompt's, or the generated ones."""
@@ -21,7 +27,9 @@ def predicted_position(seq: OutputSeq, position: int) -> int:
     """The position of the token to predict, first .. n_tokens (-1 means n_tokens)."""
     n, first = seq.n_tokens, seq.first_predicted_position
     if isinstance(position, bool) or not isinstance(position, (int, np.integer)):
-        raise PositionError(f"position must be a whole number from {first} to {n}, not {position!r}.")
+        raise PositionError(
+            f"position must be a whole number from {first} to {n}, not {values.shown(position)}."
+        )
     position = int(position)
     if position == -1:
         return n
@@ -56,7 +64,7 @@ def hidden_layers(seq: OutputSeq, layer: int | Sequence[int] | None) -> np.ndarr
 
 def topk(topk: int, most: int) -> int:
     if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or not 1 <= topk <= most:
-        raise InputError(f"topk must be a whole number from 1 to {most}, not {topk!r}.")
+        raise InputError(f"topk must be a whole number from 1 to {most}, not {values.shown(topk)}.")
     return int(topk)
 
 
@@ -70,6 +78,9 @@ def parse_watch_text(text: str, leading_space: bool = True) -> list[str | int]:
     >>> parse_watch_text("is, are, 'Are', #42")
     [' is', ' are', 'Are', 42]
     """
+    if not isinstance(text, str):
+        raise TokenError(f"The watched tokens must be text such as 'is, are', not {values.shown(text)}.")
+    values.flag("leading_space", leading_space)
     items: list[str | int] = []
     for raw in text.split(","):
         item = raw.strip()
@@ -91,7 +102,16 @@ def watch_token_ids(tokenizer, watch: int | str | Sequence[int | str], vocab_siz
         TokenError: nothing to watch, an id outside the vocabulary, an empty string, or a string
             that is several tokens (the message shows its pieces and a one-token variant).
     """
-    items = [watch] if isinstance(watch, (str, int, np.integer)) else list(watch or [])
+    if isinstance(watch, (str, int, np.integer)) and not isinstance(watch, bool):
+        items = [watch]
+    elif isinstance(watch, np.ndarray):
+        items = list(watch.ravel())
+    elif isinstance(watch, (list, tuple, range)) or watch is None:
+        items = list(watch or [])
+    else:
+        raise TokenError(
+            f"watch must be a token (a string or id) or a list of them, not {values.shown(watch)}."
+        )
     if not items:
         raise TokenError('Nothing to watch: give one or more tokens, e.g. [" is", " are"].')
     ids: list[int] = []
@@ -115,7 +135,7 @@ def one_token_id(tokenizer, item: int | str, vocab_size: int, role: str = "watch
             raise TokenError(f"{what} id {item} is not in the vocabulary (0 .. {vocab_size - 1}).")
         return int(item)
     if not isinstance(item, str):
-        raise TokenError(f"{what}s must be strings or token ids, not {item!r}.")
+        raise TokenError(f"{what}s must be strings or token ids, not {values.shown(item)}.")
     if item == "":
         if role == "foil":
             raise TokenError("The foil is empty: type the token the model did not choose, e.g. ' is'.")
@@ -170,7 +190,10 @@ def activation_layer_indices(
     in ecco. None means from the first / to past the last captured layer.
     """
     require_activations(seq, side)
-    layers = seq.stack(side).activation_layers
+    view = seq.stack(side)
+    layers = view.activation_layers
+    n_model = view.hidden_states.shape[0] - 1 if view.hidden_states is not None else layers[-1] + 1
+    views.layer_bounds(from_layer, to_layer, max(n_model, layers[-1] + 1))
     low = layers[0] if from_layer is None else int(from_layer)
     high = layers[-1] + 1 if to_layer is None else int(to_layer)
     chosen = [i for i, layer in enumerate(layers) if low <= layer < high]
@@ -233,11 +256,23 @@ def layer_ranges(layers: list[int]) -> str:
 
 
 def explained_positions(seq: OutputSeq, positions: Sequence[int] | None) -> list[int]:
+    """Sorted positions whose token a saliency explains (default: the generated ones).
+
+    Raises:
+        PositionError: not a list of whole numbers, empty, outside the run, or nothing to explain.
+    """
     lowest = seq.first_predicted_position  # 1; the first decoder token after the start on enc-dec
     if positions is None:
         first = seq.n_input_tokens if seq.n_output_tokens else 1
-        return list(range(max(first, lowest), seq.n_tokens))
-    out = sorted({int(p) + (seq.n_tokens if int(p) < 0 else 0) for p in positions})
+        out = list(range(max(first, lowest), seq.n_tokens))
+        if not out:
+            raise PositionError(
+                f"This run has nothing to explain: its {seq.n_tokens} token(s) leave no token with "
+                "earlier tokens before it. Generate some tokens or use a longer text."
+            )
+        return out
+    given = whole_list("positions", positions, error=PositionError, what="positions (whole numbers)")
+    out = sorted({p + (seq.n_tokens if p < 0 else 0) for p in given})
     for p in out:
         if not lowest <= p < seq.n_tokens:
             why = (
@@ -249,3 +284,19 @@ def explained_positions(seq: OutputSeq, positions: Sequence[int] | None) -> list
                 f"Position {p} cannot be explained: pick {lowest}..{seq.n_tokens - 1} ({why})."
             )
     return out
+
+
+def foil_differs(seq: OutputSeq, positions: list[int], foil_id: int, explicit: bool) -> None:
+    """Refuse a foil equal to the explained token (a contrast of a token with itself is 0).
+
+    With explicit ``positions`` every one must differ from the foil; with the default positions
+    (every generated token) at least one must.
+    """
+    same = [p for p in positions if int(seq.token_ids[p]) == foil_id]
+    if same and (explicit or len(same) == len(positions)):
+        where = ", ".join(map(str, same[:8]))
+        raise TokenError(
+            f"The foil {seq.tokens[same[0]]!r} is the explained token itself at position(s) {where}: "
+            "the contrast of a token with itself is 0. Pick another foil (the token the model did "
+            "not choose) or other positions."
+        )
