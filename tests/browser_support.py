@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import deque
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -80,12 +81,13 @@ def _python() -> str:
 
 
 @contextmanager
-def running_app(log_path: Path, timeout: float = 180):
-    """Start ``streamlit run streamlit_app.py`` on a free port; yield its URL; always kill it."""
-    port = free_port()
+def running_app(log_path: Path, timeout: float = 180, port: int | None = None, env: dict | None = None):
+    """Start ``streamlit run streamlit_app.py`` on ``port`` (default: a free one) with extra
+    environment ``env``; yield its URL; always kill it."""
+    port = port or free_port()
     command = [_python(), "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port)]
     command += ["--server.headless", "true", "--browser.gatherUsageStats", "false"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
         server = subprocess.Popen(
@@ -147,8 +149,27 @@ def wait_idle(page, timeout: float = 240, settle: float = 0.3) -> None:
     raise AssertionError(f"the app was still running after {timeout:.0f} s")
 
 
+CONSOLE_LOG = ARTIFACTS / "browser-console.log"
+"""Every page error and console error of every browser test, appended (the app has been seen to
+go entirely blank in Chromium with nothing in the server's log: this is where the cause shows)."""
+
+
+RECENT_CONSOLE: deque[str] = deque(maxlen=8)
+"""The last page and console errors, quoted in a failed navigation's message (CI shows no files)."""
+
+
+def _log_console(line: str) -> None:
+    RECENT_CONSOLE.append(line)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with CONSOLE_LOG.open("a", encoding="utf-8") as out:
+        out.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+
+
 def open_app(browser, url: str, width: int = 1400, height: int = 1000):
     page = browser.new_page(viewport={"width": width, "height": height})
+    page.on("pageerror", lambda error: _log_console(f"pageerror: {error}"))
+    page.on("console", lambda message: message.type == "error" and _log_console(f"console: {message.text}"))
+    page.on("response", lambda got: got.status >= 400 and _log_console(f"http {got.status}: {got.url}"))
     page.goto(url)
     page.wait_for_selector('textarea[aria-label="Prompt"]', timeout=120_000)
     wait_idle(page)
@@ -194,11 +215,46 @@ def click_run(page) -> None:
     wait_idle(page)
 
 
+NAV_LINKS = ", ".join(
+    f'[data-testid="{testid}"]' for testid in ("stSidebarNavLink", "stTopNavLink", "stTopNavDropdownLink")
+)
+
+
+def nav_link(page, title: str, timeout: float = 120):
+    """The navigation link to page ``title``: in the sidebar, the top bar, or a top-bar section's
+    menu. A loaded machine draws a menu late, or reruns while one is open and covers the next
+    section, so every click is bounded, a missed menu is closed, and the sections are looked up
+    afresh until ``timeout`` s have passed."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    link = page.locator(NAV_LINKS).filter(has_text=title).first
+    sections = page.locator('[data-testid="stTopNavSection"]')
+    deadline = time.monotonic() + timeout
+    wait_s = 1.0
+    while time.monotonic() < deadline:
+        if link.count() and link.is_visible():
+            return link
+        for index in range(sections.count()):
+            try:
+                sections.nth(index).click(timeout=5000)
+                link.wait_for(state="visible", timeout=wait_s * 1000)
+                return link
+            except PlaywrightTimeout:
+                page.keyboard.press("Escape")
+        wait_s = min(2 * wait_s, 8.0)
+        time.sleep(0.5)
+    blank = "" if page.locator('[data-testid="stSidebar"]').count() else " (the app is blank: no sidebar)"
+    raise AssertionError(
+        f"no navigation link to {title!r} within {timeout:.0f} s{blank}; "
+        f"the browser's last errors: {list(RECENT_CONSOLE) or 'none'}"
+    )
+
+
 def open_nav(page, title: str, timeout: float = 240) -> bool:
     """Open a page through the sidebar navigation; True once its view has drawn."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    page.locator('[data-testid="stSidebarNav"] a').filter(has_text=title).first.click()
+    nav_link(page, title).click()
     try:
         page.locator(f"{MAIN} h2").filter(has_text=title).first.wait_for(timeout=timeout * 1000)
         page.locator(VIEW).first.wait_for(timeout=timeout * 1000)
