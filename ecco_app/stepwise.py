@@ -186,8 +186,8 @@ def work(job: StepJob, name: str, doing: str, seconds: float) -> None:
 
 
 def first_run_seconds() -> float:
-    """How long a full script run works before it draws: one step when served (the fragment's
-    timer goes on from there); to the end under AppTest, which has no timer (a test of the steps
+    """How long a full script run works before it draws: one step when served (the ticker has the
+    browser ask for the rest); to the end under AppTest, where no browser asks (a test of the steps
     patches ``served``)."""
     return STEP_SECONDS if served() else float("inf")
 

@@ -3,8 +3,8 @@ similarity compute a step at a time (``ecco_app.stepwise``): a progress line say
 Stop keeps what is drawn (the positions ranked so far, or the last good result), Continue
 finishes, a failure keeps the last good result; presenter mode enlarges every chart's type.
 
-AppTest has no fragment timer, so a full run normally finishes a job; these tests make the app
-believe it is served and take one step per script run (``STEP_SECONDS = 0``).
+AppTest has no browser to ask for the next step, so a full run normally finishes a job; these
+tests make the app believe it is served and take one step per script run (``STEP_SECONDS = 0``).
 """
 
 from __future__ import annotations
